@@ -1,0 +1,33 @@
+"""Packaging for keras_ffl: Feature Fusion Learning in Keras 3 on TensorFlow."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras_ffl",
+    version="0.1.0",
+    description=(
+        "Feature Fusion Learning (online mutual knowledge distillation) "
+        "for Keras 3 on TensorFlow"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["keras_ffl", "keras_ffl.*"]),
+    install_requires=[
+        "tensorflow>=2.18,<2.22",
+        "keras>=3.8,<3.16",
+        "tensorflow-datasets>=4.9,<4.10",
+        # TFDS 4.9 imports importlib_resources without declaring it.
+        "importlib_resources>=6,<8",
+        "numpy>=1.26,<2.5",
+        "absl-py>=2.1,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10"],
+    },
+    license="Apache-2.0",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
