@@ -1,0 +1,292 @@
+"""Export a trained FFL model: a TF Serving SavedModel per head, `.keras` files, models.config.
+
+For a model named N (n sub-networks), `export_dir` receives
+  N_fused/<version>/, N_sub1/<version>/ .. N_subn/<version>/   SavedModels for TF Serving
+  N_sub<k>.keras, N_sub<k>_backbone.keras, N_fused.keras        for downstream Keras apps
+  models.config                                                 every model in export_dir
+Each SavedModel is loaded back and its probabilities compared with the Keras
+network's before anything is moved into place.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ffl.export import layout, serving
+from keras_ffl.export.extraction import (
+    as_network,
+    extract_fused,
+    extract_subnetwork,
+    num_subnetworks,
+)
+from keras_ffl.network import FUSED, sub_name
+
+CHECKPOINTS = ("best", "last")
+VERIFY_BATCH = 8
+
+
+class ExportVerificationError(RuntimeError):
+    """A reloaded SavedModel disagrees with the Keras model it was exported from."""
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    """One SavedModel: its TF Serving name, version, path, signatures and verified error."""
+
+    name: str
+    version: int
+    path: str
+    signatures: dict
+    max_error: float
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What an export wrote; `summary()` describes it for people."""
+
+    export_dir: str
+    version: int
+    mean: tuple
+    std: tuple
+    models: list
+    keras_files: dict
+    config_path: str
+
+    def summary(self):
+        lines = [
+            f"Exported version {self.version} to {self.export_dir}",
+            f"  inputs are normalised in the graph as (x - mean) / std, mean={self.mean}, "
+            f"std={self.std}",
+        ]
+        for model in self.models:
+            lines.append(
+                f"  {model.name} v{model.version}  {model.path}  "
+                f"(max |Δp| vs Keras {model.max_error:.1e})"
+            )
+            for signature, tensors in model.signatures.items():
+                lines.append(f"    signature {signature}")
+                for kind, key in (("input ", "inputs"), ("output", "outputs")):
+                    for name, dtype, shape in tensors[key]:
+                        dims = ", ".join("None" if d is None else str(d) for d in shape)
+                        lines.append(f"      {kind} {name:<20} {dtype:<8} [{dims}]")
+        lines.append("  Keras models (they take normalised images, as in training):")
+        width = max(len(path) for path in self.keras_files)
+        for path, description in self.keras_files.items():
+            lines.append(f"    {path:<{width}}  {description}")
+        lines.append(f"  TF Serving config: {self.config_path}")
+        return "\n".join(lines)
+
+
+def _image_shape(network, image_shape):
+    model_shape = tuple(network.input.shape[1:])
+    if image_shape is None:
+        if None in model_shape:
+            raise ValueError(
+                f"The model's input shape {model_shape} is not fixed; pass image_shape "
+                "(--image_shape=H,W,C), the size clients will send."
+            )
+        return model_shape
+    image_shape = tuple(int(d) for d in image_shape)
+    if len(image_shape) != 3 or any(
+        m is not None and m != d for m, d in zip(model_shape, image_shape)
+    ):
+        raise ValueError(
+            f"image_shape {image_shape} does not fit the model's input shape {model_shape}; "
+            "pass the (height, width, channels) the model was trained on."
+        )
+    return image_shape
+
+
+def _channel_stats(name, values, channels):
+    values = tuple(float(v) for v in np.ravel(values))
+    if len(values) != channels or (name == "std" and min(values) <= 0):
+        raise ValueError(
+            f"{name} must hold {channels} per-channel values in 0..255 pixel units"
+            f"{' (all > 0)' if name == 'std' else ''}; got {values}."
+        )
+    return values
+
+
+def export_savedmodels(
+    model_or_network,
+    export_dir,
+    name,
+    *,
+    mean,
+    std,
+    image_shape=None,
+    version=None,
+    overwrite=False,
+    atol=1e-5,
+):
+    """Exports every head of an FFL model for TF Serving and for Keras apps.
+
+    Args:
+      model_or_network: an `FFLModel` or a network from `build_ffl_network`.
+      export_dir: the TF Serving model root; created if missing.
+      name: prefix of the model names, e.g. "cifar100_resnet32".
+      mean, std: the per-channel normalisation the model was trained with (0..255 units).
+      image_shape: (H, W, C) clients send; default the model's input shape.
+      version: the version to write; default one more than the highest present.
+      overwrite: replace an existing `version` instead of refusing.
+      atol: the largest |Δ| allowed between served and Keras probabilities.
+
+    Returns:
+      An `ExportResult`. Raises FileExistsError (version exists), ValueError (bad
+      arguments) or ExportVerificationError, in which case nothing was installed.
+    """
+    network = as_network(model_or_network)
+    layout.check_name(name)
+    if version is not None and not (isinstance(version, int) and version >= 1):
+        raise ValueError(f"version must be a positive integer; got {version!r}.")
+    image_shape = _image_shape(network, image_shape)
+    mean = _channel_stats("mean", mean, image_shape[-1])
+    std = _channel_stats("std", std, image_shape[-1])
+    n = num_subnetworks(network)
+    heads = [FUSED] + [sub_name(k) for k in range(1, n + 1)]
+    model_names = {head: f"{name}_{head}" for head in heads}
+    export_dir = os.path.abspath(export_dir)
+    if version is None:
+        version = layout.next_version(export_dir, model_names.values())
+    layout.check_free(export_dir, model_names.values(), version, overwrite)
+
+    images = np.random.default_rng(0).integers(
+        0, 256, (VERIFY_BATCH, *image_shape), dtype=np.uint8
+    )
+    with layout.staging(export_dir, name) as stage:
+        keras_files = _stage_keras_files(network, n, name, stage)
+        models = []
+        for head in heads:
+            relative = os.path.join(model_names[head], str(version))
+            _stage_saved_model(network, head, image_shape, mean, std, os.path.join(stage, relative))
+            signatures, max_error = _verify(
+                network, head, os.path.join(stage, relative), images, mean, std, atol
+            )
+            models.append(
+                ExportedModel(
+                    model_names[head],
+                    version,
+                    os.path.join(export_dir, relative),
+                    signatures,
+                    max_error,
+                )
+            )
+        layout.check_free(export_dir, model_names.values(), version, overwrite)
+        for model in models:
+            staged = os.path.join(stage, model.name, str(version))
+            layout.install(staged, model.path, stage, overwrite)
+        installed_files = {}
+        for file_name, description in keras_files.items():
+            destination = os.path.join(export_dir, file_name)
+            layout.install(os.path.join(stage, file_name), destination, stage, overwrite=True)
+            installed_files[destination] = description
+        config_path = layout.write_models_config(export_dir)
+    return ExportResult(export_dir, version, mean, std, models, installed_files, config_path)
+
+
+def _stage_saved_model(network, head, image_shape, mean, std, path):
+    if head == FUSED:
+        classifier = extract_fused(network)
+        features = (f"{FUSED}_features", f"{FUSED}_features")
+    else:
+        classifier = extract_subnetwork(network, int(head.removeprefix("sub")))
+        features = None
+    archive = serving.build_archive(classifier, image_shape, mean, std, features=features)
+    archive.write_out(path, verbose=False)
+
+
+def _stage_keras_files(network, n, name, stage):
+    """Saves the `.keras` models into `stage`; returns {file name: description}."""
+    files = {}
+    for k in range(1, n + 1):
+        head = sub_name(k)
+        for include_top, suffix, what in (
+            (True, "", "with classifier"),
+            (False, "_backbone", "feature map out"),
+        ):
+            file_name = f"{name}_{head}{suffix}.keras"
+            extract_subnetwork(network, k, include_top, name=f"{name}_{head}{suffix}").save(
+                os.path.join(stage, file_name)
+            )
+            files[file_name] = f"sub-network {k}, {what}; stock Keras layers only"
+    file_name = f"{name}_{FUSED}.keras"
+    extract_fused(network, name=f"{name}_{FUSED}").save(os.path.join(stage, file_name))
+    files[file_name] = "fused classifier; needs keras_ffl (FusionBlock) to load"
+    return files
+
+
+def keras_probabilities(network, head, images, mean, std):
+    """The Keras network's softmax of `head` for uint8 `images`: what serving must reproduce."""
+    x = (images.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    logits = network(x, training=False)[head]
+    return keras.ops.convert_to_numpy(keras.ops.softmax(keras.ops.cast(logits, "float32")))
+
+
+def _verify(network, head, path, images, mean, std, atol):
+    """(signatures, max |Δp|) of the SavedModel at `path`, checked against the Keras `head`."""
+    saved_model = tf.saved_model.load(path)
+    served = serving.serve_probabilities(saved_model, images)
+    expected = keras_probabilities(network, head, images, mean, std)
+    max_error = float(np.max(np.abs(served - expected)))
+    if not max_error <= atol:
+        model_name = os.path.basename(os.path.dirname(path))
+        raise ExportVerificationError(
+            f"The SavedModel of {model_name} disagrees with the Keras model: max |Δ| of the "
+            f"probabilities is {max_error:.3g} > {atol:g} on {len(images)} images. Nothing was "
+            "exported. Check that the model runs in float32 and that mean/std are per channel."
+        )
+    return serving.describe_signatures(saved_model), max_error
+
+
+def load_checkpoint(model_dir, checkpoint=None):
+    """(FFLModel, config dict) of a training run's directory.
+
+    `checkpoint` is "best" or "last"; by default best.keras if present, else last.keras.
+    """
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(
+            f"{config_path} not found: --model_dir must be a training run's directory "
+            "(with config.json and best.keras or last.keras); for a bare .keras file use --model."
+        )
+    with open(config_path, encoding="utf-8") as file:
+        config = json.load(file)
+    if checkpoint is None:
+        checkpoint = "best" if os.path.isfile(os.path.join(model_dir, "best.keras")) else "last"
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}; got {checkpoint!r}.")
+    path = os.path.join(model_dir, f"{checkpoint}.keras")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found; pick another --checkpoint ({CHECKPOINTS}).")
+    missing = [key for key in ("mean", "std", "image_shape") if key not in config]
+    if missing:
+        raise ValueError(
+            f"{config_path} lacks {missing}; export the checkpoint with --model={path} and "
+            "--dataset or --mean/--std instead."
+        )
+    return keras.saving.load_model(path, compile=False), config
+
+
+def export_model_dir(
+    model_dir, export_dir="export", *, checkpoint=None, name=None, version=None, overwrite=False
+):
+    """Exports a training run's directory (config.json + best/last.keras); see `export_savedmodels`.
+
+    `name` defaults to the directory's name.
+    """
+    model, config = load_checkpoint(model_dir, checkpoint)
+    name = name or layout.safe_name(os.path.basename(os.path.normpath(os.path.abspath(model_dir))))
+    return export_savedmodels(
+        model,
+        export_dir,
+        name,
+        mean=config["mean"],
+        std=config["std"],
+        image_shape=config["image_shape"],
+        version=version,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,99 @@
+"""Export a trained FFL model for TF Serving and for downstream Keras apps.
+
+  python tools/export.py --model_dir=runs/cifar100_resnet32
+  python tools/export.py --model=ffl.keras --dataset=cifar100 --name=c100
+
+writes <export_dir>/<name>_fused/<version>/ and <name>_sub<k>/<version>/
+SavedModels, <name>_sub<k>.keras, <name>_sub<k>_backbone.keras, <name>_fused.keras
+and models.config; see export/README.md.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from keras_ffl import export  # noqa: E402
+from keras_ffl.export.layout import safe_name  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A training run's directory (config.json, *.keras).")
+flags.DEFINE_enum(
+    "checkpoint",
+    None,
+    ["best", "last"],
+    "With --model_dir: the checkpoint (default: best.keras if present, else last.keras).",
+)
+flags.DEFINE_string("model", None, "A saved FFLModel (.keras); needs --dataset or --mean/--std.")
+flags.DEFINE_string("dataset", None, "With --model: the dataset whose mean/std/image shape to use.")
+flags.DEFINE_list("mean", None, "With --model: per-channel mean in 0..255 pixel units.")
+flags.DEFINE_list("std", None, "With --model: per-channel std in 0..255 pixel units.")
+flags.DEFINE_list("image_shape", None, "With --model: H,W,C clients send (default: the model's).")
+flags.DEFINE_string("export_dir", "export", "TF Serving model root to write into.")
+flags.DEFINE_string("name", None, "Model name prefix (default: the run dir's or dataset's name).")
+flags.DEFINE_integer("version", None, "Version to write (default: the next one).", lower_bound=1)
+flags.DEFINE_bool("overwrite", False, "Replace an existing --version instead of refusing.")
+flags.mark_flags_as_mutual_exclusive(["model_dir", "model"], required=True)
+
+
+def _export_keras_file():
+    """--model: normalisation from --dataset or from --mean/--std."""
+    if FLAGS.dataset:
+        if FLAGS.mean or FLAGS.std:
+            raise app.UsageError("Pass either --dataset or --mean/--std, not both.")
+        from keras_ffl.data import get_spec
+
+        spec = get_spec(FLAGS.dataset)
+        mean, std, image_shape = spec.mean, spec.std, FLAGS.image_shape or spec.image_shape
+    elif FLAGS.mean and FLAGS.std:
+        mean, std, image_shape = FLAGS.mean, FLAGS.std, FLAGS.image_shape
+    else:
+        raise app.UsageError(
+            "--model needs the normalisation it was trained with: --dataset=NAME, or "
+            "--mean=R,G,B --std=R,G,B (0..255 pixel units)."
+        )
+    name = FLAGS.name or safe_name(
+        FLAGS.dataset or os.path.splitext(os.path.basename(FLAGS.model))[0]
+    )
+    return export.export_savedmodels(
+        keras.saving.load_model(FLAGS.model, compile=False),
+        FLAGS.export_dir,
+        name,
+        mean=[float(v) for v in mean],
+        std=[float(v) for v in std],
+        image_shape=image_shape and [int(v) for v in image_shape],
+        version=FLAGS.version,
+        overwrite=FLAGS.overwrite,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the summary.
+    if FLAGS.model_dir is None and FLAGS.checkpoint:
+        raise app.UsageError("--checkpoint picks a checkpoint of --model_dir; --model names one.")
+    try:
+        if FLAGS.model_dir:
+            result = export.export_model_dir(
+                FLAGS.model_dir,
+                FLAGS.export_dir,
+                checkpoint=FLAGS.checkpoint,
+                name=FLAGS.name,
+                version=FLAGS.version,
+                overwrite=FLAGS.overwrite,
+            )
+        else:
+            result = _export_keras_file()
+    except (ValueError, OSError, export.ExportVerificationError) as error:
+        sys.exit(f"export failed: {error}")
+    print(result.summary())
+
+
+if __name__ == "__main__":
+    app.run(main)
