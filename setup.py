@@ -23,7 +23,9 @@ setup(
         "absl-py>=2.1,<3",
     ],
     extras_require={
-        "test": ["pytest>=8,<10"],
+        # tools/reproduce.py draws its plot with matplotlib.
+        "plot": ["matplotlib>=3.8,<4"],
+        "test": ["pytest>=8,<10", "matplotlib>=3.8,<4"],
     },
     license="Apache-2.0",
     classifiers=[
