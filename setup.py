@@ -21,6 +21,8 @@ setup(
         "importlib_resources>=6,<8",
         "numpy>=1.26,<2.5",
         "absl-py>=2.1,<3",
+        # The training command writes TensorBoard logs.
+        "tensorboard>=2.18,<2.22",
     ],
     extras_require={
         # tools/reproduce.py draws its plot with matplotlib.

@@ -1,0 +1,220 @@
+"""Trains an FFL model: python -m keras_ffl.fit --dataset=<name> --model_dir=<dir> [flags].
+
+Hyperparameters default to a recipe (the paper's "cifar" or "imagenet", or
+"small" for a CPU), chosen by the dataset unless --recipe is given; every flag
+given explicitly overrides the recipe's value. Rerunning a command with an
+existing --model_dir resumes its run (--epochs may be raised to extend it).
+
+Examples:
+  python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fashion_mnist
+  python -m keras_ffl.fit --dataset=cifar100 --model_dir=runs/c100 --arch=resnet32 --branches=3
+  python -m keras_ffl.fit --dataset=cifar100 --model_dir=runs/c100_case2 --arch=resnet32,wrn16_2
+"""
+
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app, flags  # noqa: E402
+
+from keras_ffl import distribute, recipes, training  # noqa: E402
+from keras_ffl.fusion import MODES  # noqa: E402
+from keras_ffl.models import ARCHITECTURE_HELP  # noqa: E402
+
+_FROM_RECIPE = " Default: the recipe's."
+
+# What to train, and where.
+flags.DEFINE_string(
+    "dataset",
+    "fashion_mnist",
+    "cifar10, cifar100, imagenet2012 (prepared TFDS data), fashion_mnist (Debian's IDX "
+    "files, offline), folder:<dir> (a sub-folder of images per class) or idx:<dir> "
+    "(MNIST-format IDX files).",
+)
+flags.DEFINE_string(
+    "data_dir", None, "Where the dataset's files are (TFDS data_dir, or IDX files)."
+)
+flags.DEFINE_string(
+    "model_dir",
+    None,
+    "Directory of the run: config, checkpoints (last.keras, best.keras), history.csv, "
+    "TensorBoard logs, results.json. An existing one is resumed.",
+)
+flags.mark_flag_as_required("model_dir")
+flags.DEFINE_enum(
+    "recipe",
+    None,
+    list(recipes.RECIPES),
+    "Preset of every hyperparameter below: cifar (paper, 300 epochs), imagenet (paper, "
+    "90 epochs) or small (a few epochs on a CPU). Default: the dataset's kind.",
+)
+
+# The networks.
+flags.DEFINE_list(
+    "arch",
+    None,
+    "One architecture (FFL case 1: --branches copies of its last stages on a shared "
+    f"trunk) or a comma list (case 2: independent sub-networks). Names: {ARCHITECTURE_HELP}."
+    + _FROM_RECIPE,
+)
+flags.DEFINE_integer("branches", None, "Number of sub-networks in case 1." + _FROM_RECIPE)
+flags.DEFINE_integer(
+    "shared_stages",
+    None,
+    "Case 1: stages (the stem is stage 0) shared by the branches. Default: the "
+    "architecture's (all but the last stage for CIFAR ResNets).",
+)
+flags.DEFINE_enum(
+    "fusion",
+    None,
+    list(MODES),
+    "fusion: the paper's fusion module; average: the mean of the feature maps (ablation)."
+    + _FROM_RECIPE,
+)
+flags.DEFINE_string(
+    "fusion_channels",
+    None,
+    "Output channels of the fusion module: min (smallest sub-network, CIFAR), sum "
+    "(all of them, ImageNet) or a number." + _FROM_RECIPE,
+)
+flags.DEFINE_boolean(
+    "sync_bn", None, "Synchronise BatchNorm statistics across replicas." + _FROM_RECIPE
+)
+
+# The objective.
+flags.DEFINE_float("temperature", None, "T of the softened distributions." + _FROM_RECIPE)
+flags.DEFINE_integer(
+    "rampup_epochs",
+    None,
+    "R of the distillation weight's ramp-up exp(-5 (1 - epoch/R)^2); 0: no ramp-up."
+    + _FROM_RECIPE,
+)
+flags.DEFINE_boolean(
+    "ekd", None, "Ensemble knowledge distillation into the fused classifier." + _FROM_RECIPE
+)
+flags.DEFINE_boolean(
+    "fkd", None, "Fusion knowledge distillation into every sub-network." + _FROM_RECIPE
+)
+flags.DEFINE_boolean("top5", None, "Also report top-5 accuracy." + _FROM_RECIPE)
+
+# The optimisation.
+flags.DEFINE_integer("epochs", None, "Epochs to train; raise it to extend a run." + _FROM_RECIPE)
+flags.DEFINE_integer(
+    "batch_size", None, "Global training batch, split over the replicas." + _FROM_RECIPE
+)
+flags.DEFINE_integer("eval_batch_size", None, "Global test batch." + _FROM_RECIPE)
+flags.DEFINE_float("learning_rate", None, "Initial learning rate." + _FROM_RECIPE)
+flags.DEFINE_list(
+    "lr_milestones",
+    None,
+    "Epochs at which the learning rate is multiplied by --lr_factor, e.g. 150,225."
+    + _FROM_RECIPE,
+)
+flags.DEFINE_float("lr_factor", None, "Learning-rate multiplier at each milestone." + _FROM_RECIPE)
+flags.DEFINE_float(
+    "weight_decay", None, "Coupled L2 decay of the sub-networks' weights." + _FROM_RECIPE
+)
+flags.DEFINE_float(
+    "fusion_weight_decay",
+    None,
+    "Coupled L2 decay of the fusion module and fused classifier." + _FROM_RECIPE,
+)
+flags.DEFINE_integer(
+    "steps_per_epoch",
+    None,
+    "Training steps per epoch, for quick runs. Default: one pass over the training split.",
+)
+flags.DEFINE_integer(
+    "validation_steps",
+    None,
+    "Test batches evaluated per epoch, for quick runs. Default: the whole test split.",
+)
+flags.DEFINE_enum(
+    "mixed_precision",
+    None,
+    list(training.DTYPE_POLICIES),
+    "Compute in float16 (GPU) or bfloat16 (TPU) with float32 variables; none: float32."
+    + _FROM_RECIPE,
+)
+flags.DEFINE_integer("seed", 0, "Seed of weight initialisation and data shuffling.")
+
+# How to run it; these may change when a run resumes.
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    list(distribute.STRATEGIES),
+    "tf.distribute strategy: auto (mirrored on several GPUs, else one device), "
+    "one_device, mirrored (all local GPUs), multi_worker_mirrored (workers from "
+    "TF_CONFIG) or tpu.",
+)
+flags.DEFINE_string("tpu", "", "With --strategy=tpu: the TPU's name or grpc:// address.")
+flags.DEFINE_boolean(
+    "jit_compile", None, "Compile steps with XLA. Default: on GPU/TPU only (slower on CPU)."
+)
+flags.DEFINE_integer(
+    "verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch."
+)
+
+#: Flags that override the recipe field of the same name.
+RECIPE_FLAGS = [f.name for f in dataclasses.fields(recipes.Recipe)]
+FLAGS = flags.FLAGS
+
+
+@flags.validator("lr_milestones", "--lr_milestones must be a comma list of epochs, e.g. 150,225.")
+def _check_milestones(value):
+    return value is None or all(m.strip().isdigit() for m in value)
+
+
+def recipe_overrides(flag_values):
+    """The recipe fields given on the command line, as `training.resolve_config` takes them."""
+    overrides = {}
+    for name in RECIPE_FLAGS:
+        value = flag_values[name].value
+        if value is None:
+            continue
+        if name == "arch":
+            value = tuple(value)
+        elif name == "lr_milestones":
+            value = tuple(int(m) for m in value)
+        overrides[name] = value
+    return overrides
+
+
+def _fail(error):
+    print(f"keras_ffl.fit: error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+        config = training.resolve_config(
+            FLAGS.dataset,
+            recipe=FLAGS.recipe,
+            seed=FLAGS.seed,
+            data_dir=FLAGS.data_dir,
+            **recipe_overrides(FLAGS),
+        )
+        run = training.prepare(
+            config,
+            FLAGS.model_dir,
+            strategy=strategy,
+            data_dir=FLAGS.data_dir,
+            jit_compile=FLAGS.jit_compile,
+        )
+    except (ValueError, FileNotFoundError, training.RunError) as err:
+        _fail(err)
+    print(run.describe(), flush=True)
+    try:
+        results = run.fit(verbose=FLAGS.verbose)
+    except training.RunError as err:
+        _fail(err)
+    print(training.format_results(results))
+
+
+if __name__ == "__main__":
+    app.run(main)

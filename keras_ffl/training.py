@@ -1,0 +1,619 @@
+"""One FFL training run in a model directory: start or resume, commit every epoch, report.
+
+The model directory holds:
+  config.json   the run's resolved configuration (`RunConfig`).
+  last.keras    the full `FFLModel`, optimizer state included, after the last epoch.
+  best.keras    the same after the epoch with the best fused test accuracy.
+  history.csv   one row of training and test metrics per epoch (CSVLogger's format).
+  state.json    the last completed epoch, the best epoch, and the optimizer step at
+                the end of every epoch, which tells which epoch a checkpoint holds.
+  results.json  every head's final and best test accuracy.
+  tensorboard/  TensorBoard logs.
+
+Every file except TensorBoard's (append-only, checksummed records) is replaced
+atomically: written to a temporary file in the same directory, fsynced, renamed
+over the old one. An epoch is committed in the order history.csv, state.json
+(recording the epoch's optimizer step), last.keras, best.keras, state.json
+(marking the epoch complete), and a resumed run takes its epoch from the
+optimizer step of last.keras. A process killed at any moment therefore loses
+at most the epoch in progress, and rerunning the same command resumes it.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import secrets
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ffl import data, distribute, recipes
+from keras_ffl.model import FFLModel
+from keras_ffl.models import get_architecture
+from keras_ffl.network import FUSED, build_ffl_network, sub_name
+from keras_ffl.optimizer import ffl_sgd
+from keras_ffl.schedules import step_learning_rate
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.csv"
+RESULTS_FILE = "results.json"
+LAST_CHECKPOINT = "last.keras"
+BEST_CHECKPOINT = "best.keras"
+TENSORBOARD_DIR = "tensorboard"
+#: Temporary files of atomic writes start with this; a killed write leaves one behind.
+TEMP_PREFIX = ".tmp-"
+#: The metric that selects best.keras: the fused classifier's test accuracy.
+BEST_METRIC = "val_fused_acc"
+#: Keys of config.json that may change when a run resumes: the epoch count may
+#: grow, and the recipe's name only says where the values came from.
+RESUMABLE_CHANGES = ("epochs", "recipe")
+#: `--mixed_precision` values and the Keras dtype policies they select.
+DTYPE_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+class RunError(Exception):
+    """A run cannot start or continue; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig(recipes.Recipe):
+    """Everything that defines a run: the recipe's values resolved, the data, the seed.
+
+    It is what config.json holds, so it also carries the dataset facts that an
+    exporter needs (classes, input shape, normalisation).
+    """
+
+    dataset: str
+    recipe: str
+    seed: int
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_json(self):
+        """The configuration as JSON-compatible values (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def resolve_config(dataset, *, recipe=None, seed=0, data_dir=None, **overrides):
+    """Returns the `RunConfig` of a run on `dataset`.
+
+    Values come from `recipe` (default: the dataset's recipe kind), with
+    `overrides` (any `recipes.Recipe` field, e.g. the flags given on the
+    command line) taking precedence. `arch` may be one name (FFL case 1) or
+    several (case 2, where `branches` is their number). `steps_per_epoch`
+    defaults to one pass over the training split in full batches.
+    """
+    spec = data.get_spec(dataset, data_dir)
+    recipe_name = recipe or spec.recipe
+    fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"Unknown recipe fields {unknown}; known: {sorted(fields)}.")
+    values = dataclasses.asdict(dataclasses.replace(recipes.get_recipe(recipe_name), **overrides))
+
+    names = values["arch"].split(",") if isinstance(values["arch"], str) else values["arch"]
+    # Canonical names, so that "ResNet-32" and "resnet32" make the same run.
+    values["arch"] = tuple(get_architecture(name).name for name in names)
+    if len(values["arch"]) > 1:
+        if overrides.get("branches", len(values["arch"])) != len(values["arch"]):
+            raise ValueError(
+                f"--branches={overrides['branches']} contradicts the {len(values['arch'])} "
+                f"architectures of --arch={','.join(values['arch'])}; with several "
+                "architectures (FFL case 2) leave --branches out."
+            )
+        if overrides.get("shared_stages") is not None:
+            raise ValueError(
+                "--shared_stages applies to one architecture with branches (FFL case 1); "
+                "sub-networks of several architectures share nothing. Leave it out."
+            )
+        values["branches"] = len(values["arch"])
+    channels = values["fusion_channels"]
+    if isinstance(channels, str) and channels.isdigit():
+        values["fusion_channels"] = int(channels)
+    if values["mixed_precision"] not in DTYPE_POLICIES:
+        raise ValueError(
+            f"mixed_precision must be one of {sorted(DTYPE_POLICIES)}; "
+            f"got {values['mixed_precision']!r}."
+        )
+    for name in ("epochs", "batch_size", "eval_batch_size", "steps_per_epoch", "validation_steps"):
+        if values[name] is not None and values[name] < 1:
+            raise ValueError(f"--{name} must be at least 1; got {values[name]}.")
+    values["lr_milestones"] = tuple(sorted(int(m) for m in values["lr_milestones"]))
+    if values["steps_per_epoch"] is None:
+        examples = data.num_examples(spec, "train", data_dir)
+        values["steps_per_epoch"] = examples // values["batch_size"]
+        if not values["steps_per_epoch"]:
+            raise ValueError(
+                f"{spec.name}'s training split has {examples} examples, fewer than one "
+                f"batch of --batch_size={values['batch_size']}; lower --batch_size."
+            )
+    return RunConfig(
+        **values,
+        dataset=spec.name,
+        recipe=recipe_name,
+        seed=int(seed),
+        num_classes=spec.num_classes,
+        image_shape=tuple(int(d) for d in spec.image_shape),
+        mean=tuple(float(m) for m in spec.mean),
+        std=tuple(float(s) for s in spec.std),
+    )
+
+
+def build_model(config, strategy=None, jit_compile=None):
+    """Builds and compiles the `FFLModel` of `config` under `strategy`'s scope.
+
+    `jit_compile` None means XLA on accelerators only: on CPU it is slower.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    arch = config.arch[0] if len(config.arch) == 1 else list(config.arch)
+    with _dtype_policy(config.mixed_precision), strategy.scope():
+        keras.utils.set_random_seed(config.seed)
+        network = build_ffl_network(
+            arch,
+            config.num_classes,
+            config.image_shape,
+            num_branches=config.branches,
+            shared_stages=config.shared_stages,
+            fusion_channels=config.fusion_channels,
+            fusion_mode=config.fusion,
+            sync_bn=config.sync_bn,
+        )
+        model = FFLModel(
+            network,
+            temperature=config.temperature,
+            rampup_epochs=config.rampup_epochs,
+            ekd=config.ekd,
+            fkd=config.fkd,
+            top5=config.top5,
+        )
+        learning_rate = step_learning_rate(
+            config.learning_rate, config.lr_milestones, config.steps_per_epoch, config.lr_factor
+        )
+        model.compile(
+            optimizer=ffl_sgd(learning_rate, config.weight_decay, config.fusion_weight_decay),
+            jit_compile=_resolve_jit_compile(jit_compile),
+        )
+    return model
+
+
+def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None):
+    """Checks `model_dir` against `config` and returns a `Run` ready to train.
+
+    A new directory starts a run; one holding the same configuration resumes it
+    from last.keras (`config.epochs` may be raised to extend it). Reads only:
+    every problem (a different configuration, a damaged checkpoint, a batch the
+    replicas cannot split) is raised before any file is written.
+
+    Raises:
+      RunError: the model directory cannot hold or continue this run.
+      ValueError: the global batch does not split over `strategy`'s replicas.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    distribute.check_batch_size(config.batch_size, strategy)
+    if importlib.util.find_spec("tensorboard") is None:
+        raise RunError(
+            "The tensorboard package, which writes the run's TensorBoard logs, is not "
+            "installed: pip install tensorboard (keras_ffl's setup.py requires it)."
+        )
+    path = lambda name: os.path.join(model_dir, name)  # noqa: E731
+    saved_config = _read_json(path(CONFIG_FILE))
+    has_checkpoint = os.path.isfile(path(LAST_CHECKPOINT))
+    if saved_config is None and has_checkpoint:
+        raise RunError(
+            f"{model_dir} holds {LAST_CHECKPOINT} but no {CONFIG_FILE}, so its run is "
+            "unknown; restore the config.json or choose a new --model_dir."
+        )
+    if saved_config is not None:
+        _check_same_run(saved_config, config, model_dir)
+    state = _read_json(path(STATE_FILE)) or {}
+    epoch_end_steps = {int(e): int(s) for e, s in state.get("epoch_end_steps", {}).items()}
+    if not has_checkpoint:
+        model = build_model(config, strategy, jit_compile)
+        return Run(config, model_dir, model, strategy, data_dir)
+
+    with _dtype_policy(config.mixed_precision):
+        model = _load_checkpoint(
+            path(LAST_CHECKPOINT), path(BEST_CHECKPOINT), strategy, jit_compile
+        )
+    steps = _optimizer_step(model)
+    epoch = next((e for e, s in epoch_end_steps.items() if s == steps), None)
+    if epoch is None:
+        raise RunError(
+            f"{path(LAST_CHECKPOINT)} is at optimizer step {steps}, which is the end of no "
+            f"epoch recorded in {path(STATE_FILE)} ({epoch_end_steps or 'none'}). Move "
+            "last.keras away to restart from epoch 0, or use a new --model_dir."
+        )
+    if epoch > config.epochs:
+        raise RunError(
+            f"{model_dir} has completed {epoch} epochs, more than --epochs={config.epochs}; "
+            f"pass --epochs={epoch} or more."
+        )
+    history = [row for row in _read_history(path(HISTORY_FILE)) if int(row["epoch"]) < epoch]
+    if len(history) != epoch:
+        raise RunError(
+            f"{path(HISTORY_FILE)} has {len(history)} rows for the {epoch} epochs of "
+            f"{LAST_CHECKPOINT}; restore it, or move last.keras away to restart from epoch 0."
+        )
+    return Run(
+        config,
+        model_dir,
+        model,
+        strategy,
+        data_dir,
+        initial_epoch=epoch,
+        history=history,
+        epoch_end_steps={e: s for e, s in epoch_end_steps.items() if e <= epoch},
+        best_epoch=state.get("best_epoch"),
+    )
+
+
+def train(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None, verbose=1):
+    """Trains (or resumes) the run of `config` in `model_dir`; returns `Run.fit`'s results."""
+    run = prepare(
+        config, model_dir, strategy=strategy, data_dir=data_dir, jit_compile=jit_compile
+    )
+    return run.fit(verbose=verbose)
+
+
+class Run:
+    """A prepared run: its configuration, model directory, and model at `initial_epoch`.
+
+    `history` holds one dict per completed epoch; `epoch_end_steps` maps each
+    completed epoch (1-based) to the optimizer step at its end; `best_epoch` is
+    the epoch best.keras holds.
+    """
+
+    def __init__(
+        self,
+        config,
+        model_dir,
+        model,
+        strategy,
+        data_dir,
+        initial_epoch=0,
+        history=(),
+        epoch_end_steps=None,
+        best_epoch=None,
+    ):
+        self.config = config
+        self.model_dir = model_dir
+        self.model = model
+        self.strategy = strategy
+        self.data_dir = data_dir
+        self.initial_epoch = initial_epoch
+        self.history = list(history)
+        self.epoch_end_steps = dict(epoch_end_steps or {})
+        self.best_epoch = best_epoch
+
+    def describe(self):
+        """One line saying what `fit` will do."""
+        total = self.config.epochs
+        if not self.initial_epoch:
+            return f"Starting a new run in {self.model_dir}: {total} epochs."
+        if self.initial_epoch == total:
+            return f"The run in {self.model_dir} has completed its {total} epochs."
+        return f"Resuming the run in {self.model_dir} after epoch {self.initial_epoch} of {total}."
+
+    def fit(self, verbose=1):
+        """Trains up to `config.epochs`, committing every epoch; returns `summarize`'s results.
+
+        Raises:
+          RunError: the loss became NaN or infinite; the last good epoch is kept.
+        """
+        with distribute.write_directory(self.model_dir, self.strategy) as directory:
+            os.makedirs(directory, exist_ok=True)
+            _remove_temp_files(directory)
+            config_path = os.path.join(directory, CONFIG_FILE)
+            if _read_json(config_path) != self.config.to_json():
+                _write_json(config_path, self.config.to_json())
+            best = _best_row(self.history)
+            resumed_best = best is not None and int(best["epoch"]) + 1 == self.initial_epoch
+            if resumed_best and self.best_epoch != self.initial_epoch:
+                # Killed after committing last.keras but before best.keras: last.keras
+                # is the best epoch's model.
+                self._save_best(directory, self.initial_epoch)
+            if self.initial_epoch < self.config.epochs:
+                self._train(directory, verbose)
+            results = summarize(self.config, self.history)
+            _write_json(os.path.join(directory, RESULTS_FILE), results)
+        return results
+
+    def _train(self, directory, verbose):
+        config = self.config
+        spec = data.get_spec(config.dataset, self.data_dir)
+        # A resumed run shuffles afresh rather than replaying epoch 0's order.
+        seed = int(np.random.SeedSequence([config.seed, self.initial_epoch]).generate_state(1)[0])
+        train_data = data.make_dataset(
+            spec,
+            "train",
+            config.batch_size,
+            data_dir=self.data_dir,
+            training=True,
+            seed=seed,
+            drop_remainder=True,
+        ).repeat()
+        test_data = data.make_dataset(
+            spec, "test", config.eval_batch_size, data_dir=self.data_dir, training=False
+        )
+        if config.validation_steps:
+            test_data = test_data.take(config.validation_steps)
+        callbacks = [
+            StopOnNonFiniteLoss(),
+            keras.callbacks.TensorBoard(
+                os.path.join(directory, TENSORBOARD_DIR), write_graph=False
+            ),
+            EpochCommit(self, directory),
+        ]
+        try:
+            with distribute.keras_fit_scope(self.model, self.strategy):
+                self.model.fit(
+                    train_data,
+                    epochs=config.epochs,
+                    initial_epoch=self.initial_epoch,
+                    steps_per_epoch=config.steps_per_epoch,
+                    validation_data=test_data,
+                    shuffle=False,  # The pipeline shuffles.
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+        except NonFiniteLoss as err:
+            kept = max(self.epoch_end_steps, default=0)
+            raise RunError(
+                f"Training stopped: the loss became {err.loss} in epoch {err.epoch + 1}, "
+                f"batch {err.batch}. That epoch was not saved; {self.model_dir} keeps the "
+                f"last good checkpoint (epoch {kept}). Rerunning the same command resumes "
+                "from it; to change the learning rate or other settings, start a new run "
+                "in another --model_dir."
+            ) from err
+
+    def commit_epoch(self, directory, epoch, logs, learning_rate):
+        """Writes epoch `epoch` (0-based)'s history row and checkpoints, in commit order."""
+        completed = epoch + 1
+        self.history.append({"epoch": epoch, **logs, "learning_rate": learning_rate})
+        self.epoch_end_steps[completed] = _optimizer_step(self.model)
+        _write_history(os.path.join(directory, HISTORY_FILE), self.history)
+        self._write_state(directory, completed - 1)
+        _save_model(self.model, os.path.join(directory, LAST_CHECKPOINT))
+        if int(_best_row(self.history)["epoch"]) == epoch:
+            self._save_best(directory, completed)
+        self._write_state(directory, completed)
+
+    def _save_best(self, directory, epoch):
+        _save_model(self.model, os.path.join(directory, BEST_CHECKPOINT))
+        self.best_epoch = epoch
+
+    def _write_state(self, directory, epoch):
+        best = _best_row(self.history[:epoch])
+        state = {
+            "epoch": epoch,
+            "epochs": self.config.epochs,
+            "best_epoch": self.best_epoch,
+            BEST_METRIC: None if best is None else float(best[BEST_METRIC]),
+            "epoch_end_steps": {str(e): s for e, s in sorted(self.epoch_end_steps.items())},
+        }
+        _write_json(os.path.join(directory, STATE_FILE), state)
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite at (`epoch`, `batch`)."""
+
+    def __init__(self, epoch, batch, loss):
+        super().__init__(f"Non-finite loss {loss} at epoch {epoch}, batch {batch}.")
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at once when the loss is NaN or infinite.
+
+    Unlike `keras.callbacks.TerminateOnNaN`'s graceful stop, raising skips the
+    epoch's end, so the diverged epoch is never checkpointed.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLoss(self._epoch, batch, float(loss))
+
+
+class EpochCommit(keras.callbacks.Callback):
+    """Commits every completed epoch to the model directory (see `Run.commit_epoch`).
+
+    It also records the learning rate the epoch trained with, read before its
+    first step (TensorBoard's "learning_rate" is the rate after the last one).
+    """
+
+    def __init__(self, run, directory):
+        super().__init__()
+        self._run = run
+        self._directory = directory
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(keras.ops.convert_to_numpy(v)) for k, v in (logs or {}).items()}
+        self._run.commit_epoch(self._directory, epoch, logs, self._learning_rate)
+
+
+def summarize(config, history):
+    """Every head's final and best test accuracy (and top-5 with `config.top5`).
+
+    Heads: "sub1".."subn", "fused", "ensemble" (the sub-networks' mean logits)
+    and "sub_mean" (the mean of the sub-networks' accuracies). Epochs are 1-based.
+    """
+    heads = [sub_name(k) for k in range(1, config.branches + 1)] + [FUSED]
+    metrics = {"test_accuracy": (heads + ["ensemble", "sub_mean"], "acc")}
+    if config.top5:
+        metrics["test_top5_accuracy"] = (heads, "top5")
+    results = {"dataset": config.dataset, "epochs": len(history)}
+    for key, (names, suffix) in metrics.items():
+        results[key] = {}
+        for head in names:
+            values = [float(row[f"val_{head}_{suffix}"]) for row in history]
+            best = int(np.argmax(values))
+            results[key][head] = {"final": values[-1], "best": values[best], "best_epoch": best + 1}
+    return results
+
+
+def format_results(results):
+    """A small table of every head's final and best test accuracy."""
+    lines = [f"Test accuracy on {results['dataset']} after {results['epochs']} epochs:"]
+    lines.append(f"  {'head':<10}{'final':>9}{'best':>9}  (epoch)")
+    for head, acc in results["test_accuracy"].items():
+        lines.append(
+            f"  {head:<10}{acc['final']:>9.2%}{acc['best']:>9.2%}  ({acc['best_epoch']})"
+        )
+    return "\n".join(lines)
+
+
+# Model directory files --------------------------------------------------------
+
+
+def _check_same_run(saved, config, model_dir):
+    """Raises a RunError naming the keys in which `saved` and `config` differ."""
+    current = config.to_json()
+    keys = sorted((saved.keys() | current.keys()) - set(RESUMABLE_CHANGES))
+    differences = [
+        f"{key}: {saved.get(key)!r} in the directory, {current.get(key)!r} now"
+        for key in keys
+        if saved.get(key) != current.get(key)
+    ]
+    if differences:
+        raise RunError(
+            f"{model_dir} holds a run with a different configuration, so it cannot be "
+            "resumed with these settings:\n  " + "\n  ".join(differences) + "\nRerun with "
+            "the directory's settings to resume it, or choose a new --model_dir."
+        )
+
+
+def _load_checkpoint(path, best_path, strategy, jit_compile):
+    try:
+        with strategy.scope():
+            model = keras.saving.load_model(path)
+    except Exception as err:  # Any failure means the file cannot be resumed from.
+        raise RunError(
+            f"Cannot load the checkpoint {path} ({type(err).__name__}: {err}). It is "
+            "damaged or not a keras_ffl checkpoint; nothing was changed. To continue from "
+            f"the best epoch instead, copy best.keras over it (cp {best_path} {path}); to "
+            f"restart the run from epoch 0, move it away (mv {path} {path}.bad)."
+        ) from err
+    if not isinstance(model, FFLModel):
+        raise RunError(f"{path} holds a {type(model).__name__}, not an FFLModel checkpoint.")
+    model.jit_compile = _resolve_jit_compile(jit_compile)
+    return model
+
+
+def _optimizer_step(model):
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def _resolve_jit_compile(jit_compile):
+    if jit_compile is not None:
+        return bool(jit_compile)
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision):
+    """Builds layers under the Keras dtype policy of `mixed_precision`, then restores it."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(DTYPE_POLICIES[mixed_precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _best_row(history):
+    """The history row with the best fused test accuracy (the first among ties)."""
+    if not history:
+        return None
+    return max(history, key=lambda row: float(row[BEST_METRIC]))
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise RunError(f"Cannot read {path} ({err}); restore it or choose a new --model_dir.")
+
+
+def _read_history(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_history(path, rows):
+    """Writes the rows as keras.callbacks.CSVLogger does: "epoch", then sorted keys."""
+    keys = sorted({key for row in rows for key in row} - {"epoch"})
+
+    def write(temp):
+        with open(temp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch"] + keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    _replace_atomically(path, write)
+
+
+def _write_json(path, value):
+    def write(temp):
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(value, f, indent=2)
+            f.write("\n")
+
+    _replace_atomically(path, write)
+
+
+def _save_model(model, path):
+    _replace_atomically(path, model.save)
+
+
+def _replace_atomically(path, write):
+    """Calls `write(temp)` on a temporary file beside `path`, fsyncs it and renames it to `path`.
+
+    The rename is atomic, so `path` is always either the old or the new file.
+    """
+    directory, name = os.path.split(path)
+    temp = os.path.join(
+        directory, f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}{os.path.splitext(name)[1]}"
+    )
+    # Mode 0o666 less the umask, like open(); tempfile's files are private (0o600).
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        write(temp)
+        with open(temp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp)
+        raise
+    dir_fd = os.open(directory or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # Makes the rename itself durable.
+    finally:
+        os.close(dir_fd)
+
+
+def _remove_temp_files(directory):
+    """Deletes temporary files that a killed write left behind."""
+    for entry in os.scandir(directory):
+        if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+            os.remove(entry.path)
