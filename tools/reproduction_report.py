@@ -65,6 +65,31 @@ def write_report(runs, output_dir, docs_dir, command):
     }
     some_run = next(iter(next(iter(runs.values())).values()))
     n_seeds = len(runs.get("ffl", {}))
+    minutes = sum(run["seconds"] for by_seed in runs.values() for run in by_seed.values()) / 60
+    claims = [
+        _claim("FFL's sub-networks beat a vanilla network", vanilla, ffl[SUB]),
+        _claim("FFL's fused classifier beats its own sub-networks", ffl[SUB], ffl["fused"]),
+        _claim("FFL's fused classifier beats the 2-net ensemble", two_net, ffl["fused"]),
+        _claim(
+            "The fusion module beats averaging (fused, A vs B)",
+            ablations["ffl_average"]["fused"],
+            ablations["ffl"]["fused"],
+        ),
+        _claim(
+            "EKD helps the fused classifier (A vs C)",
+            ablations["ffl_no_ekd"]["fused"],
+            ablations["ffl"]["fused"],
+        ),
+        _claim(
+            "FKD helps the sub-networks (C vs D)",
+            ablations["ffl_no_kd"][SUB],
+            ablations["ffl_no_ekd"][SUB],
+        ),
+    ]
+    counts = {
+        verdict: sum(row.endswith(f"| {verdict} |") for row in claims)
+        for verdict in ("holds", "same direction, within seed noise", "does not hold")
+    }
     lines = [
         "# Results: FFL at small scale on Fashion-MNIST",
         "",
@@ -74,7 +99,7 @@ def write_report(runs, output_dir, docs_dir, command):
         f"{some_run['batch_size']}, the paper's CIFAR recipe scaled to that length "
         "(Nesterov SGD 0.1, ×0.1 at 50% and 75%, L2 1e-4 / fusion 1e-5, T = 3, ramp-up over "
         "80/300 of the epochs). Test top-1 error (%) at the last epoch, mean ± std over "
-        f"{n_seeds} seeds.",
+        f"{n_seeds} seeds. Training took {minutes:.0f} minutes in all (the sum over runs).",
         "",
         "Regenerate everything (about an hour on 2 CPU cores; finished runs are reused):",
         "",
@@ -113,24 +138,22 @@ def write_report(runs, output_dir, docs_dir, command):
         "",
         "| claim | gain | verdict |",
         "|---|---|---|",
-        _claim("FFL's sub-networks beat a vanilla network", vanilla, ffl[SUB]),
-        _claim("FFL's fused classifier beats its own sub-networks", ffl[SUB], ffl["fused"]),
-        _claim("FFL's fused classifier beats the 2-net ensemble", two_net, ffl["fused"]),
-        _claim(
-            "The fusion module beats averaging (fused, A vs B)",
-            ablations["ffl_average"]["fused"],
-            ablations["ffl"]["fused"],
-        ),
-        _claim(
-            "EKD helps the fused classifier (A vs C)",
-            ablations["ffl_no_ekd"]["fused"],
-            ablations["ffl"]["fused"],
-        ),
-        _claim(
-            "FKD helps the sub-networks (C vs D)",
-            ablations["ffl_no_kd"][SUB],
-            ablations["ffl_no_ekd"][SUB],
-        ),
+        *claims,
+        "",
+        "## Reading",
+        "",
+        f"Of the paper's six claims above, {counts['holds']} hold beyond seed noise here, "
+        f"{counts['same direction, within seed noise']} point the paper's way but within "
+        f"the spread of {n_seeds} seeds, and {counts['does not hold']} "
+        f"{'does' if counts['does not hold'] == 1 else 'do'} not hold. "
+        "Read them with the scale in mind: the paper trains 300 epochs on CIFAR-100, "
+        "where its gains are 1-4 points of error; this run trains a few passes over "
+        "Fashion-MNIST, an easier task with less room between methods, with small "
+        f"ResNets still improving when training stops, and {n_seeds} seeds resolve "
+        "differences of a few tenths of a point at best. The ramp-up, the learning-rate drops and "
+        "the distillation all act within those few epochs, so the distillation terms "
+        "have little time to pay off. A claim that does not hold here is not refuted "
+        "for the paper's setting, and one that holds is only consistent with it.",
         "",
         "![Test accuracy per head over epochs](results_accuracy.png)",
         "",
