@@ -36,7 +36,7 @@ CONFIGS = {
     "vanilla": ("Vanilla sub-network", "vanilla", {}),
     "vanilla_b": ("Second vanilla (for the 2-net ensemble)", "vanilla", {}),
     "ffl": ("FFL (A: fusion module, EKD, FKD)", "ffl", {}),
-    "ffl_average": ("B: averaging instead of the fusion module", "ffl", {"fusion_mode": "average"}),
+    "ffl_average": ("B: averaging instead of the fusion module", "ffl", {"fusion": "average"}),
     "ffl_no_ekd": ("C: without EKD", "ffl", {"ekd": False}),
     "ffl_no_kd": ("D: without EKD and FKD", "ffl", {"ekd": False, "fkd": False}),
 }
@@ -58,7 +58,7 @@ def train_run(name, seed, run_dir):
     import numpy as np
 
     import keras_ffl
-    from keras_ffl import data
+    from keras_ffl import data, training
 
     label, kind, options = CONFIGS[name]
     run_seed = seed + SEED_OFFSET.get(name, 0)
@@ -69,31 +69,34 @@ def train_run(name, seed, run_dir):
     ).repeat()
     test = data.make_dataset(spec, "test", 500, data_dir=_FLAGS.data_dir, training=False)
     plan = recipe(_FLAGS.epochs)
-    schedule = keras_ffl.step_learning_rate(
-        _FLAGS.learning_rate, plan["milestones"], _FLAGS.steps_per_epoch
-    )
-    optimizer = keras_ffl.ffl_sgd(learning_rate=schedule)
     if kind == "vanilla":
         model = keras_ffl.build_subnetwork(_FLAGS.arch, spec.num_classes, spec.image_shape)
+        schedule = keras_ffl.step_learning_rate(
+            _FLAGS.learning_rate, plan["milestones"], _FLAGS.steps_per_epoch
+        )
         model.compile(
-            optimizer=optimizer,
+            optimizer=keras_ffl.ffl_sgd(learning_rate=schedule),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
         )
     else:
-        network = keras_ffl.build_ffl_network(
-            _FLAGS.arch,
-            spec.num_classes,
-            spec.image_shape,
-            fusion_mode=options.get("fusion_mode", "fusion"),
-        )
-        model = keras_ffl.FFLModel(
-            network,
+        # The training command's own model: the same recipe, resolved the same way.
+        config = training.resolve_config(
+            _FLAGS.dataset,
+            recipe="small",
+            seed=run_seed,
+            data_dir=_FLAGS.data_dir,
+            arch=(_FLAGS.arch,),
+            branches=2,
+            epochs=_FLAGS.epochs,
+            steps_per_epoch=_FLAGS.steps_per_epoch,
+            batch_size=_FLAGS.batch_size,
+            learning_rate=_FLAGS.learning_rate,
+            lr_milestones=plan["milestones"],
             rampup_epochs=plan["rampup_epochs"],
-            ekd=options.get("ekd", True),
-            fkd=options.get("fkd", True),
+            **options,
         )
-        model.compile(optimizer=optimizer)
+        model = training.build_model(config)
     start = time.time()
     history = model.fit(
         train,
