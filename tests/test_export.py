@@ -1,6 +1,5 @@
 """Export: sub-network extraction, TF Serving SavedModels, .keras files, versions, models.config."""
 
-import hashlib
 import json
 import os
 import re
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from filetree import snapshot
 from keras_ffl import FFLModel, FusionBlock, build_ffl_network, build_subnetwork
 from keras_ffl.export import (
     ExportVerificationError,
@@ -75,18 +75,6 @@ def _normalised(images):
 
 def _layer_output(network, layer_name, x):
     return keras.Model(network.input, network.get_layer(layer_name).output)(x).numpy()
-
-
-def _snapshot(directory):
-    """{relative path: (sha256, mtime_ns)} of every file below `directory`."""
-    snapshot = {}
-    for root, _, files in os.walk(directory):
-        for file_name in files:
-            path = os.path.join(root, file_name)
-            with open(path, "rb") as file:
-                digest = hashlib.sha256(file.read()).hexdigest()
-            snapshot[os.path.relpath(path, directory)] = (digest, os.stat(path).st_mtime_ns)
-    return snapshot
 
 
 def _subprocess_env():
@@ -427,9 +415,9 @@ def test_versions_are_added_never_overwritten_unless_asked(tmp_path, network):
     export_dir = str(tmp_path / "export")
     kwargs = dict(mean=MEAN, std=STD)
     assert export_savedmodels(network, export_dir, NAME, **kwargs).version == 1
-    first = _snapshot(export_dir)
+    first = snapshot(export_dir)
     assert export_savedmodels(network, export_dir, NAME, **kwargs).version == 2
-    after_second = _snapshot(export_dir)
+    after_second = snapshot(export_dir)
     version_dirs = tuple(os.path.join(model, "1") + os.sep for model in MODELS)
     assert any(path.startswith(version_dirs) for path in first)
     for path, state in first.items():
@@ -440,7 +428,7 @@ def test_versions_are_added_never_overwritten_unless_asked(tmp_path, network):
 
     with pytest.raises(FileExistsError, match="Version 1 already exists.*--overwrite"):
         export_savedmodels(network, export_dir, NAME, version=1, **kwargs)
-    assert _snapshot(export_dir) == after_second
+    assert snapshot(export_dir) == after_second
     assert not [entry for entry in os.listdir(export_dir) if entry.startswith(".")]
 
     # A model exported earlier under another name stays in models.config.
@@ -448,7 +436,7 @@ def test_versions_are_added_never_overwritten_unless_asked(tmp_path, network):
         os.path.join(export_dir, f"{NAME}_sub1", "1"), os.path.join(export_dir, "other", "3")
     )
     export_savedmodels(network, export_dir, NAME, version=1, overwrite=True, **kwargs)
-    after_overwrite = _snapshot(export_dir)
+    after_overwrite = snapshot(export_dir)
     version_1 = os.path.join(f"{NAME}_sub1", "1", "saved_model.pb")
     version_2 = os.path.join(f"{NAME}_sub1", "2", "saved_model.pb")
     assert after_overwrite[version_1][1] != after_second[version_1][1]

@@ -2,7 +2,6 @@
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from filetree import snapshot
 from keras_ffl import FFLModel, recipes, sigmoid_rampup, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,18 +70,6 @@ def write_folder(directory, per_class=40, size=12, classes=("circle", "square", 
             with open(os.path.join(directory, name, f"{i:03d}.png"), "wb") as f:
                 f.write(png)
     return directory
-
-
-def snapshot(directory):
-    """Every file under `directory` with its content hash and modification time."""
-    files = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            files[os.path.relpath(path, directory)] = (digest, os.stat(path).st_mtime_ns)
-    return files
 
 
 def read_history(model_dir):
