@@ -5,8 +5,8 @@ import tensorflow as tf
 from keras import ops
 
 from keras_ffl.callbacks import DistillationRampUp
+from keras_ffl.heads import FUSED, sub_name
 from keras_ffl.losses import ffl_loss_terms
-from keras_ffl.network import FUSED, sub_name
 from keras_ffl.schedules import sigmoid_rampup
 
 

@@ -8,16 +8,8 @@ that any head can be cut out of a trained network as a plain Keras model.
 import keras
 
 from keras_ffl.fusion import FusionBlock
+from keras_ffl.heads import FUSED, INPUT_NAME, classifier, features_layer, sub_name
 from keras_ffl.models import Architecture, get_architecture
-from keras_ffl.models.layers import torch_linear_initializers
-
-FUSED = "fused"
-INPUT_NAME = "images"
-
-
-def sub_name(k):
-    """The head name of sub-network k (1-based)."""
-    return f"sub{k}"
 
 
 def _as_architecture(arch, sync_bn):
@@ -30,23 +22,6 @@ def _input(input_shape):
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels); got {input_shape}.")
     return keras.Input(shape=tuple(input_shape), name=INPUT_NAME)
-
-
-def classifier(features, num_classes, prefix, zero_bias=False):
-    """Global average pooling + Dense logits, initialised as PyTorch's nn.Linear.
-
-    The layers are named "<prefix>pool" and "<prefix>logits".
-    """
-    x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(features)
-    kernel_init, bias_init = torch_linear_initializers(features.shape[-1], zero_bias)
-    # Logits stay float32 under mixed precision, for a stable softmax and KL.
-    return keras.layers.Dense(
-        num_classes,
-        kernel_initializer=kernel_init,
-        bias_initializer=bias_init,
-        dtype="float32",
-        name=f"{prefix}logits",
-    )(x)
 
 
 def build_subnetwork(
@@ -123,14 +98,14 @@ def build_ffl_network(
     feature_maps = []
     for k, (arch, feature_map) in enumerate(zip(archs, features), start=1):
         head = sub_name(k)
-        feature_map = keras.layers.Identity(name=f"{head}_features")(feature_map)
+        feature_map = keras.layers.Identity(name=features_layer(head))(feature_map)
         feature_maps.append(feature_map)
         outputs[head] = classifier(
-            feature_map, num_classes, f"{head}_", arch.zero_classifier_bias
+            feature_map, num_classes, head, arch.zero_classifier_bias
         )
     fused = FusionBlock(
         channels=fusion_channels, mode=fusion_mode, sync_bn=sync_bn, name="fusion"
     )(feature_maps)
-    fused = keras.layers.Identity(name=f"{FUSED}_features")(fused)
-    outputs[FUSED] = classifier(fused, num_classes, f"{FUSED}_")
+    fused = keras.layers.Identity(name=features_layer(FUSED))(fused)
+    outputs[FUSED] = classifier(fused, num_classes, FUSED)
     return keras.Model(inputs, outputs, name=name)

@@ -1,53 +1,41 @@
-"""One FFL training run in a model directory: start or resume, commit every epoch, report.
+"""One training run in a model directory: start or resume, commit every epoch, report.
 
-The model directory holds:
-  config.json   the run's resolved configuration (`RunConfig`).
-  last.keras    the full `FFLModel`, optimizer state included, after the last epoch.
-  best.keras    the same after the epoch with the best fused test accuracy.
-  history.csv   one row of training and test metrics per epoch (CSVLogger's format).
-  state.json    the last completed epoch, the best epoch, and the optimizer step at
-                the end of every epoch, which tells which epoch a checkpoint holds.
-  results.json  every head's final and best test accuracy.
-  tensorboard/  TensorBoard logs.
-
-Every file except TensorBoard's (append-only, checksummed records) is replaced
-atomically: written to a temporary file in the same directory, fsynced, renamed
-over the old one. An epoch is committed in the order history.csv, state.json
-(recording the epoch's optimizer step), last.keras, best.keras, state.json
-(marking the epoch complete), and a resumed run takes its epoch from the
-optimizer step of last.keras. A process killed at any moment therefore loses
-at most the epoch in progress, and rerunning the same command resumes it.
+See `keras_ffl.run_dir` for the directory's files. An epoch is committed in the
+order history.csv, state.json (recording the epoch's optimizer step), last.keras,
+best.keras, state.json (marking the epoch complete), and a resumed run takes its
+epoch from the optimizer step of last.keras. A process killed at any moment
+therefore loses at most the epoch in progress, and rerunning the same command
+resumes it.
 """
 
 import contextlib
-import csv
 import dataclasses
 import importlib.util
 import json
 import math
 import os
-import secrets
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ffl import data, distribute, recipes
+from keras_ffl import data, distribute, recipes, run_dir
 from keras_ffl.model import FFLModel
 from keras_ffl.models import get_architecture
 from keras_ffl.network import FUSED, build_ffl_network, sub_name
 from keras_ffl.optimizer import ffl_sgd
+from keras_ffl.run_dir import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    LAST_CHECKPOINT,
+    RESULTS_FILE,
+    STATE_FILE,
+    TENSORBOARD_DIR,
+    RunError,
+)
 from keras_ffl.schedules import step_learning_rate
 
-CONFIG_FILE = "config.json"
-STATE_FILE = "state.json"
-HISTORY_FILE = "history.csv"
-RESULTS_FILE = "results.json"
-LAST_CHECKPOINT = "last.keras"
-BEST_CHECKPOINT = "best.keras"
-TENSORBOARD_DIR = "tensorboard"
-#: Temporary files of atomic writes start with this; a killed write leaves one behind.
-TEMP_PREFIX = ".tmp-"
 #: The metric that selects best.keras: the fused classifier's test accuracy.
 BEST_METRIC = "val_fused_acc"
 #: Keys of config.json that may change when a run resumes: the epoch count may
@@ -56,9 +44,6 @@ RESUMABLE_CHANGES = ("epochs", "recipe")
 #: `--mixed_precision` values and the Keras dtype policies they select.
 DTYPE_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
-
-class RunError(Exception):
-    """A run cannot start or continue; the message says why and what to do."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -204,7 +189,7 @@ def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None
             "installed: pip install tensorboard (keras_ffl's setup.py requires it)."
         )
     path = lambda name: os.path.join(model_dir, name)  # noqa: E731
-    saved_config = _read_json(path(CONFIG_FILE))
+    saved_config = run_dir.read_json(path(CONFIG_FILE))
     has_checkpoint = os.path.isfile(path(LAST_CHECKPOINT))
     if saved_config is None and has_checkpoint:
         raise RunError(
@@ -213,7 +198,7 @@ def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None
         )
     if saved_config is not None:
         _check_same_run(saved_config, config, model_dir)
-    state = _read_json(path(STATE_FILE)) or {}
+    state = run_dir.read_json(path(STATE_FILE)) or {}
     epoch_end_steps = {int(e): int(s) for e, s in state.get("epoch_end_steps", {}).items()}
     if not has_checkpoint:
         model = build_model(config, strategy, jit_compile)
@@ -236,7 +221,7 @@ def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None
             f"{model_dir} has completed {epoch} epochs, more than --epochs={config.epochs}; "
             f"pass --epochs={epoch} or more."
         )
-    history = [row for row in _read_history(path(HISTORY_FILE)) if int(row["epoch"]) < epoch]
+    history = [row for row in run_dir.read_history(path(HISTORY_FILE)) if int(row["epoch"]) < epoch]
     if len(history) != epoch:
         raise RunError(
             f"{path(HISTORY_FILE)} has {len(history)} rows for the {epoch} epochs of "
@@ -310,10 +295,10 @@ class Run:
         """
         with distribute.write_directory(self.model_dir, self.strategy) as directory:
             os.makedirs(directory, exist_ok=True)
-            _remove_temp_files(directory)
+            run_dir.remove_temp_files(directory)
             config_path = os.path.join(directory, CONFIG_FILE)
-            if _read_json(config_path) != self.config.to_json():
-                _write_json(config_path, self.config.to_json())
+            if run_dir.read_json(config_path) != self.config.to_json():
+                run_dir.write_json(config_path, self.config.to_json())
             best = _best_row(self.history)
             resumed_best = best is not None and int(best["epoch"]) + 1 == self.initial_epoch
             if resumed_best and self.best_epoch != self.initial_epoch:
@@ -323,7 +308,7 @@ class Run:
             if self.initial_epoch < self.config.epochs:
                 self._train(directory, verbose)
             results = summarize(self.config, self.history)
-            _write_json(os.path.join(directory, RESULTS_FILE), results)
+            run_dir.write_json(os.path.join(directory, RESULTS_FILE), results)
         return results
 
     def _train(self, directory, verbose):
@@ -379,15 +364,15 @@ class Run:
         completed = epoch + 1
         self.history.append({"epoch": epoch, **logs, "learning_rate": learning_rate})
         self.epoch_end_steps[completed] = _optimizer_step(self.model)
-        _write_history(os.path.join(directory, HISTORY_FILE), self.history)
+        run_dir.write_history(os.path.join(directory, HISTORY_FILE), self.history)
         self._write_state(directory, completed - 1)
-        _save_model(self.model, os.path.join(directory, LAST_CHECKPOINT))
+        run_dir.save_model(self.model, os.path.join(directory, LAST_CHECKPOINT))
         if int(_best_row(self.history)["epoch"]) == epoch:
             self._save_best(directory, completed)
         self._write_state(directory, completed)
 
     def _save_best(self, directory, epoch):
-        _save_model(self.model, os.path.join(directory, BEST_CHECKPOINT))
+        run_dir.save_model(self.model, os.path.join(directory, BEST_CHECKPOINT))
         self.best_epoch = epoch
 
     def _write_state(self, directory, epoch):
@@ -399,7 +384,7 @@ class Run:
             BEST_METRIC: None if best is None else float(best[BEST_METRIC]),
             "epoch_end_steps": {str(e): s for e, s in sorted(self.epoch_end_steps.items())},
         }
-        _write_json(os.path.join(directory, STATE_FILE), state)
+        run_dir.write_json(os.path.join(directory, STATE_FILE), state)
 
 
 class NonFiniteLoss(Exception):
@@ -540,80 +525,3 @@ def _best_row(history):
     if not history:
         return None
     return max(history, key=lambda row: float(row[BEST_METRIC]))
-
-
-def _read_json(path):
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as err:
-        raise RunError(f"Cannot read {path} ({err}); restore it or choose a new --model_dir.")
-
-
-def _read_history(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_history(path, rows):
-    """Writes the rows as keras.callbacks.CSVLogger does: "epoch", then sorted keys."""
-    keys = sorted({key for row in rows for key in row} - {"epoch"})
-
-    def write(temp):
-        with open(temp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["epoch"] + keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    _replace_atomically(path, write)
-
-
-def _write_json(path, value):
-    def write(temp):
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-
-    _replace_atomically(path, write)
-
-
-def _save_model(model, path):
-    _replace_atomically(path, model.save)
-
-
-def _replace_atomically(path, write):
-    """Calls `write(temp)` on a temporary file beside `path`, fsyncs it and renames it to `path`.
-
-    The rename is atomic, so `path` is always either the old or the new file.
-    """
-    directory, name = os.path.split(path)
-    temp = os.path.join(
-        directory, f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}{os.path.splitext(name)[1]}"
-    )
-    # Mode 0o666 less the umask, like open(); tempfile's files are private (0o600).
-    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(temp)
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temp)
-        raise
-    dir_fd = os.open(directory or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # Makes the rename itself durable.
-    finally:
-        os.close(dir_fd)
-
-
-def _remove_temp_files(directory):
-    """Deletes temporary files that a killed write left behind."""
-    for entry in os.scandir(directory):
-        if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
-            os.remove(entry.path)

@@ -12,17 +12,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from filetree import snapshot
+
 from keras_ffl import FFLModel, FusionBlock, build_ffl_network, build_subnetwork
 from keras_ffl.export import (
     ExportVerificationError,
     export_savedmodels,
+    exporter,
     extract_fused,
     extract_subnetwork,
     load_checkpoint,
+    serving,
 )
-from keras_ffl.export import exporter, serving
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SHAPE = (16, 12, 3)  # Not square, so that a swapped height and width shows.

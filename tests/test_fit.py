@@ -20,22 +20,22 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from filetree import snapshot
-from keras_ffl import FFLModel, recipes, sigmoid_rampup, training
+
+from keras_ffl import FFLModel, recipes, run_dir, sigmoid_rampup, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: A run small enough for a few seconds on a CPU.
 TINY = dict(arch=("resnet8",), epochs=2, batch_size=32, eval_batch_size=16, rampup_epochs=2)
 HEADS = ("sub1", "sub2", "fused", "ensemble", "sub_mean")
 OUTPUTS = {
-    training.CONFIG_FILE,
-    training.STATE_FILE,
-    training.HISTORY_FILE,
-    training.RESULTS_FILE,
-    training.LAST_CHECKPOINT,
-    training.BEST_CHECKPOINT,
-    training.TENSORBOARD_DIR,
+    run_dir.CONFIG_FILE,
+    run_dir.STATE_FILE,
+    run_dir.HISTORY_FILE,
+    run_dir.RESULTS_FILE,
+    run_dir.LAST_CHECKPOINT,
+    run_dir.BEST_CHECKPOINT,
+    run_dir.TENSORBOARD_DIR,
 }
 
 
@@ -73,7 +73,7 @@ def write_folder(directory, per_class=40, size=12, classes=("circle", "square", 
 
 
 def read_history(model_dir):
-    with open(os.path.join(model_dir, training.HISTORY_FILE), newline="") as f:
+    with open(os.path.join(model_dir, run_dir.HISTORY_FILE), newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -144,7 +144,7 @@ def test_short_fit_writes_every_output(kind, tmp_path, idx_data):
     results = training.train(config, model_dir, verbose=0)
 
     assert set(os.listdir(model_dir)) == OUTPUTS
-    saved = read_json(model_dir, training.CONFIG_FILE)
+    saved = read_json(model_dir, run_dir.CONFIG_FILE)
     assert saved == config.to_json()
     assert saved["dataset"].split(":")[0] == kind
     assert saved["arch"] == ["resnet8"] and saved["branches"] == 2
@@ -157,20 +157,20 @@ def test_short_fit_writes_every_output(kind, tmp_path, idx_data):
     assert [row["epoch"] for row in history] == ["0", "1"]
     for head in HEADS:
         assert f"val_{head}_acc" in history[0]
-    state = read_json(model_dir, training.STATE_FILE)
+    state = read_json(model_dir, run_dir.STATE_FILE)
     steps = config.steps_per_epoch
     assert state["epoch"] == 2 and state["epoch_end_steps"] == {"1": steps, "2": 2 * steps}
-    assert read_json(model_dir, training.RESULTS_FILE) == results
+    assert read_json(model_dir, run_dir.RESULTS_FILE) == results
     for head in HEADS:
         assert results["test_accuracy"][head]["final"] == float(history[-1][f"val_{head}_acc"])
         assert results["test_accuracy"][head]["best"] == max(
             float(row[f"val_{head}_acc"]) for row in history
         )
-    assert set(os.listdir(os.path.join(model_dir, training.TENSORBOARD_DIR))) == {
+    assert set(os.listdir(os.path.join(model_dir, run_dir.TENSORBOARD_DIR))) == {
         "train",
         "validation",
     }
-    model = keras.saving.load_model(os.path.join(model_dir, training.LAST_CHECKPOINT))
+    model = keras.saving.load_model(os.path.join(model_dir, run_dir.LAST_CHECKPOINT))
     assert isinstance(model, FFLModel)
     assert int(model.optimizer.iterations) == 2 * steps
 
@@ -192,7 +192,7 @@ def test_sigkill_then_rerun_resumes_and_finishes(tmp_path, idx_data):
         "--rampup_epochs=8",
         "--verbose=2",
     )
-    state_path = os.path.join(model_dir, training.STATE_FILE)
+    state_path = os.path.join(model_dir, run_dir.STATE_FILE)
     process = subprocess.Popen(
         command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -210,7 +210,7 @@ def test_sigkill_then_rerun_resumes_and_finishes(tmp_path, idx_data):
     finally:
         returncode = process.wait()
     assert returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = read_json(model_dir, training.STATE_FILE)["epoch"]
+    done = read_json(model_dir, run_dir.STATE_FILE)["epoch"]
     assert 1 <= done < 6
     rows_before = read_history(model_dir)[:done]
 
@@ -230,24 +230,24 @@ def test_sigkill_then_rerun_resumes_and_finishes(tmp_path, idx_data):
     assert [float(row["distill_weight"]) for row in history] == pytest.approx(
         [sigmoid_rampup(epoch, 8) for epoch in range(6)]
     )
-    assert not [n for n in os.listdir(model_dir) if n.startswith(training.TEMP_PREFIX)]
-    model = keras.saving.load_model(os.path.join(model_dir, training.LAST_CHECKPOINT))
+    assert not [n for n in os.listdir(model_dir) if n.startswith(run_dir.TEMP_PREFIX)]
+    model = keras.saving.load_model(os.path.join(model_dir, run_dir.LAST_CHECKPOINT))
     steps_per_epoch = 192 // 16
     assert int(model.optimizer.iterations) == 6 * steps_per_epoch
     assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
     assert float(model.distill_weight) == pytest.approx(sigmoid_rampup(5, 8))
-    assert read_json(model_dir, training.RESULTS_FILE)["epochs"] == 6
+    assert read_json(model_dir, run_dir.RESULTS_FILE)["epochs"] == 6
 
 
 def test_resume_takes_its_epoch_from_the_checkpoint(run_copy):
     """A kill between history.csv and last.keras, or a fallback to best.keras, resumes right."""
     config, model_dir = run_copy
-    state = read_json(model_dir, training.STATE_FILE)
+    state = read_json(model_dir, run_dir.STATE_FILE)
     # As if killed while committing epoch 3: its row and step are written, last.keras is not.
-    with open(os.path.join(model_dir, training.HISTORY_FILE), "a") as f:
+    with open(os.path.join(model_dir, run_dir.HISTORY_FILE), "a") as f:
         f.write("2" + "," * (len(read_history(model_dir)[0]) - 1) + "\n")
     state["epoch_end_steps"]["3"] = 3 * config.steps_per_epoch
-    with open(os.path.join(model_dir, training.STATE_FILE), "w") as f:
+    with open(os.path.join(model_dir, run_dir.STATE_FILE), "w") as f:
         json.dump(state, f)
     longer = dataclasses.replace(config, epochs=3)
 
@@ -255,8 +255,8 @@ def test_resume_takes_its_epoch_from_the_checkpoint(run_copy):
     assert run.initial_epoch == 2 and len(run.history) == 2
 
     shutil.copy(
-        os.path.join(model_dir, training.BEST_CHECKPOINT),
-        os.path.join(model_dir, training.LAST_CHECKPOINT),
+        os.path.join(model_dir, run_dir.BEST_CHECKPOINT),
+        os.path.join(model_dir, run_dir.LAST_CHECKPOINT),
     )
     run = training.prepare(longer, model_dir)
     assert run.initial_epoch == state["best_epoch"]
@@ -343,11 +343,11 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
         assert worker.returncode == 0, output[-3000:]
 
     assert set(os.listdir(chief_dir)) == OUTPUTS
-    assert read_json(chief_dir, training.STATE_FILE)["epoch"] == 2
+    assert read_json(chief_dir, run_dir.STATE_FILE)["epoch"] == 2
     assert "Test accuracy" in outputs[0]
     assert not os.path.exists(worker_dir)
     assert os.listdir(tmp_path / "tmp1") == []  # Its temporary model directory is gone.
-    with zipfile.ZipFile(chief_dir / training.LAST_CHECKPOINT) as checkpoint:
+    with zipfile.ZipFile(chief_dir / run_dir.LAST_CHECKPOINT) as checkpoint:
         chief = read_weights(io.BytesIO(checkpoint.read("model.weights.h5")))
     other = read_weights(worker_weights)
     assert chief.keys() == other.keys() and len(chief) > 100
@@ -397,7 +397,7 @@ def test_a_different_configuration_is_refused_naming_the_keys(good_run):
 
 def test_a_corrupt_checkpoint_is_reported_and_kept(run_copy):
     config, model_dir = run_copy
-    with open(os.path.join(model_dir, training.LAST_CHECKPOINT), "wb") as f:
+    with open(os.path.join(model_dir, run_dir.LAST_CHECKPOINT), "wb") as f:
         f.write(b"garbage, not a zip file")
     before = snapshot(model_dir)
     with pytest.raises(training.RunError, match="Cannot load the checkpoint") as error:
@@ -449,9 +449,9 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, idx_data):
     with pytest.raises(training.RunError, match=r"loss became (nan|inf) in epoch 2") as error:
         training.train(config, model_dir, verbose=0)
     assert "last good checkpoint (epoch 1)" in str(error.value)
-    assert read_json(model_dir, training.STATE_FILE)["epoch"] == 1
+    assert read_json(model_dir, run_dir.STATE_FILE)["epoch"] == 1
     assert len(read_history(model_dir)) == 1
-    model = keras.saving.load_model(os.path.join(model_dir, training.LAST_CHECKPOINT))
+    model = keras.saving.load_model(os.path.join(model_dir, run_dir.LAST_CHECKPOINT))
     assert int(model.optimizer.iterations) == config.steps_per_epoch
     assert all(np.isfinite(w).all() for w in model.get_weights())
 

@@ -4,7 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ffl import FFLModel, build_ffl_network, ffl_loss_terms, ffl_sgd, sigmoid_rampup
+from keras_ffl import (
+    FFLModel,
+    build_ffl_network,
+    ffl_loss_terms,
+    ffl_sgd,
+    sigmoid_rampup,
+)
 
 
 def learnable_data(n=512, size=12, classes=4, seed=0):

@@ -23,7 +23,7 @@ from keras_ffl.export.extraction import (
     extract_subnetwork,
     num_subnetworks,
 )
-from keras_ffl.network import FUSED, sub_name
+from keras_ffl.heads import FUSED, sub_name
 
 CHECKPOINTS = ("best", "last")
 VERIFY_BATCH = 8

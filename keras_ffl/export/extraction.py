@@ -9,7 +9,7 @@ the `FusionBlock`, so its models keep the network's layer names.
 
 import keras
 
-from keras_ffl.network import FUSED, sub_name
+from keras_ffl.heads import FUSED, sub_name
 
 SHARED_PREFIX = "shared_"
 
