@@ -33,17 +33,22 @@ class ArgumentError(ValueError):
 
 
 def check_hyperparameters(values):
-    """Raises ArgumentError for the first recipe value in `values` that cannot train.
+    """Raises ArgumentError for the first value in `values` that cannot train.
 
-    Learning rates, factors and temperatures must be finite and > 0, weight
-    decays finite and >= 0, the ramp-up a whole number of epochs >= 0 and the
-    milestones epochs >= 0: a NaN, an infinity or a sign error would otherwise
-    train silently into a useless model or be stored in the run's config.json.
+    `values` holds a run's recipe fields and its method's options (a method
+    without a temperature has none). Learning rates, factors and temperatures
+    must be finite and > 0, weight decays finite and >= 0, the ramp-up a whole
+    number of epochs >= 0 and the milestones epochs >= 0: a NaN, an infinity or
+    a sign error would otherwise train silently into a useless model or be
+    stored in the run's config.json.
     """
-    for name in POSITIVE:
-        _check_number(name, values[name], "a finite number > 0", lambda v: v > 0)
-    for name in NON_NEGATIVE:
-        _check_number(name, values[name], "a finite number >= 0", lambda v: v >= 0)
+    for names, requirement, accept in (
+        (POSITIVE, "a finite number > 0", lambda v: v > 0),
+        (NON_NEGATIVE, "a finite number >= 0", lambda v: v >= 0),
+    ):
+        for name in names:
+            if name in values:
+                _check_number(name, values[name], requirement, accept)
     _check_count("rampup_epochs", values["rampup_epochs"], 0, "0 for no ramp-up")
     for milestone in values["lr_milestones"]:
         _check_count("lr_milestones", milestone, 0, "epochs such as 150,225")
