@@ -155,9 +155,9 @@ def check_model_dir(model_dir):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
+        inside = "" if existing == path else f", so it cannot hold the run in {model_dir}"
         raise RunError(
-            f"{existing} is a file, not a directory, so it cannot hold the run in {model_dir} "
-            "— choose another model directory"
+            f"{existing} is a file, not a directory{inside} — choose another model directory"
         )
     if not os.access(existing, os.W_OK | os.X_OK) or _read_only(existing):
         problem = "is on a read-only file system" if _read_only(existing) else "is not writable"
