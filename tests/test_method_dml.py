@@ -219,6 +219,6 @@ MIRRORED_ITERATIONS = textwrap.dedent(
     x = rng.randn(24, 8, 8, 3).astype("float32")
     y = rng.randint(0, 5, 24).astype("int32")
     model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0)
-    print(json.dumps({"iterations": int(model.optimizer.iterations)}))
+    print(json.dumps({"iterations": int(model.optimizer.iterations.value.read_value())}))
     """
 )
