@@ -42,7 +42,6 @@ rate, as here. The reference's fused classifier gets the normal weight decay.
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_ffl.heads import DUALNET_AVG, FUSED, classifier, features_layer, logits_layer, sub_name
@@ -152,21 +151,21 @@ def build_dualnet_network(
     return keras.Model(subs.inputs, outputs, name="dualnet_network")
 
 
-class EpochTracker(keras.callbacks.Callback):
-    """Sets the model's `epoch` at the start of every epoch from Keras's epoch index,
+class StageSwitcher(keras.callbacks.Callback):
+    """Puts the model in the stage of each epoch as it begins, from Keras's epoch index,
     so that a resumed run continues in the right stage."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.epoch.assign(epoch)
+        self.model.use_stage(self.model.stage(epoch))
 
 
 @register_method
 class DualNetModel(MultiHeadModel):
     """Trains a network from `build_dualnet_network`: iterative stage, then joint training.
 
-    `fit` keeps the model's `epoch` variable at Keras's epoch index; `train_step`
-    picks the stage from it (see `stage`) and updates that stage's variables with
-    one optimizer step per batch.
+    `fit` puts the model in the stage of each epoch (see `stage`, `use_stage`) from
+    Keras's epoch index; `train_step` updates that stage's variables with one
+    optimizer step per batch.
 
     Args:
       network: a functional model mapping images to {"sub1", "sub2", "fused", "avg"} logits.
@@ -201,8 +200,8 @@ class DualNetModel(MultiHeadModel):
                          iterative_epochs=iterative_epochs, alternate_epochs=alternate_epochs,
                          **kwargs)
         self.aux_weight = network.get_layer(logits_layer(DUALNET_AVG)).aux_weight
-        self.epoch = self.add_weight(shape=(), dtype="int32", initializer="zeros",
-                                     trainable=False, name="epoch")
+        self._stage = self.stage(0)
+        self._stage_functions = {}
 
     @classmethod
     def build_network(cls, architectures, num_classes, input_shape, *, branches=2,
@@ -221,10 +220,28 @@ class DualNetModel(MultiHeadModel):
 
     def stage(self, epoch):
         """The stage of (0-based) `epoch`: 0 or 1 while sub-network 1 or 2 is trained
-        alone (the iterative stage), `JOINT` after. Works on ints and tensors."""
-        epoch = ops.convert_to_tensor(epoch, "int32")
-        alternating = (epoch // self.alternate_epochs) % 2
-        return ops.where(epoch < self.iterative_epochs, alternating, JOINT)
+        alone (the iterative stage), `JOINT` after."""
+        if epoch >= self.iterative_epochs:
+            return JOINT
+        return (epoch // self.alternate_epochs) % 2
+
+    def use_stage(self, stage):
+        """Makes `train_step` update `stage`'s variables.
+
+        Each stage has its own train function, traced on first use and kept while
+        the model keeps its optimizer: the stage is fixed in its graph, so a step
+        differentiates with respect to the stage's variables only (no backward
+        pass through a frozen extractor) with no control flow around the
+        optimizer's cross-replica update, which tf.distribute does not allow.
+        """
+        if stage == self._stage:
+            return
+        if self.train_function is not None:
+            self._stage_functions[self._stage] = (self.optimizer, self.train_function)
+        self._stage = stage
+        optimizer, function = self._stage_functions.get(stage, (None, None))
+        self.train_function = function if optimizer is self.optimizer else None
+        self.make_train_function()
 
     def stage_variables(self, stage):
         """The trainable variables updated in `stage`: in the iterative stage the trained
@@ -236,27 +253,13 @@ class DualNetModel(MultiHeadModel):
 
     def train_step(self, data):
         x, y = self.unpack(data)
-        if not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
-        # One forward pass; the stage's branch differentiates the loss with respect to
-        # its variables only (no backward pass through a frozen extractor) and
-        # applies the optimizer once, so optimizer.iterations counts batches.
-        with tf.GradientTape(persistent=True) as tape:
-            logits, terms = self.forward(x, y, training=True)
-            # Mean over the global batch, as MultiHeadModel.minimize takes it.
-            loss = self.optimizer.scale_loss(tf.nn.compute_average_loss(terms["total"]))
-
-        def update(stage):
-            variables = self.stage_variables(stage)
-            self.optimizer.apply(tape.gradient(loss, variables), variables)
-            return stage
-
-        tf.switch_case(self.stage(self.epoch), [lambda s=s: update(s) for s in (0, 1, JOINT)])
+        # One optimizer step per batch, on the current stage's variables.
+        logits, terms = self.minimize(x, y, self.stage_variables(self._stage))
         return self._update_metrics(y, logits, terms)
 
     def fit(self, *args, callbacks=None, **kwargs):
-        """`MultiHeadModel.fit`, with an `EpochTracker` unless one is given."""
+        """`MultiHeadModel.fit`, with a `StageSwitcher` unless one is given."""
         callbacks = list(callbacks or [])
-        if not any(isinstance(c, EpochTracker) for c in callbacks):
-            callbacks.insert(0, EpochTracker())
+        if not any(isinstance(c, StageSwitcher) for c in callbacks):
+            callbacks.insert(0, StageSwitcher())
         return super().fit(*args, callbacks=callbacks, **kwargs)
