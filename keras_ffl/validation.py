@@ -7,9 +7,12 @@ A refused value raises `ArgumentError`, whose message names the Python argument
 
 import math
 
-#: Hyperparameters that must be finite numbers above (strictly) or at least zero.
+#: Recipe fields and method options that must be finite numbers above (strictly)
+#: or at least zero.
 POSITIVE = ("learning_rate", "lr_factor", "temperature")
-NON_NEGATIVE = ("weight_decay", "fusion_weight_decay")
+NON_NEGATIVE = ("weight_decay", "fusion_weight_decay", "aux_weight")
+#: Whole numbers of epochs, and their least value.
+EPOCH_COUNTS = {"rampup_epochs": 0, "iterative_epochs": 0, "alternate_epochs": 1}
 #: Counts of at least one (None allowed: a default applies).
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "steps_per_epoch", "validation_steps")
 
@@ -37,10 +40,11 @@ def check_hyperparameters(values):
 
     `values` holds a run's recipe fields and its method's options (a method
     without a temperature has none). Learning rates, factors and temperatures
-    must be finite and > 0, weight decays finite and >= 0, the ramp-up a whole
-    number of epochs >= 0 and the milestones epochs >= 0: a NaN, an infinity or
-    a sign error would otherwise train silently into a useless model or be
-    stored in the run's config.json.
+    must be finite and > 0, weight decays and loss weights finite and >= 0,
+    the ramp-up and the other numbers of epochs whole and >= 0 (DualNet's
+    alternation >= 1), the milestones epochs >= 0: a NaN, an infinity or a sign
+    error would otherwise train silently into a useless model or be stored in
+    the run's config.json.
     """
     for names, requirement, accept in (
         (POSITIVE, "a finite number > 0", lambda v: v > 0),
@@ -49,7 +53,9 @@ def check_hyperparameters(values):
         for name in names:
             if name in values:
                 _check_number(name, values[name], requirement, accept)
-    _check_count("rampup_epochs", values["rampup_epochs"], 0, "0 for no ramp-up")
+    for name, minimum in EPOCH_COUNTS.items():
+        if name in values:
+            _check_count(name, values[name], minimum, "a number of epochs")
     for milestone in values["lr_milestones"]:
         _check_count("lr_milestones", milestone, 0, "epochs such as 150,225")
     for name in AT_LEAST_ONE:

@@ -161,22 +161,23 @@ def test_a_model_dir_on_a_read_only_file_system(tmp_path, capsys, idx_data):
 
 def test_non_finite_or_negative_numbers(tmp_path, capsys, idx_data):
     model_dir = tmp_path / "run"
-    for flag, value in [
-        ("learning_rate", "nan"),
-        ("learning_rate", "-0.1"),
-        ("learning_rate", "0"),
-        ("lr_factor", "-1"),
-        ("lr_factor", "inf"),
-        ("weight_decay", "-1e-4"),
-        ("fusion_weight_decay", "nan"),
-        ("temperature", "0"),
-        ("temperature", "-inf"),
-        ("rampup_epochs", "-1"),
+    for method, flag, value in [
+        ("ffl", "learning_rate", "nan"),
+        ("ffl", "learning_rate", "-0.1"),
+        ("ffl", "learning_rate", "0"),
+        ("ffl", "lr_factor", "-1"),
+        ("ffl", "lr_factor", "inf"),
+        ("ffl", "weight_decay", "-1e-4"),
+        ("ffl", "fusion_weight_decay", "nan"),
+        ("ffl", "temperature", "0"),
+        ("dml", "temperature", "-inf"),
+        ("ffl", "rampup_epochs", "-1"),
+        ("dualnet", "aux_weight", "-0.3"),
+        ("dualnet", "iterative_epochs", "-5"),
     ]:
-        status, _, stderr = run_fit(
-            capsys, f"--dataset=idx:{idx_data}", f"--model_dir={model_dir}", f"--{flag}={value}"
-        )
-        shown = value if flag == "rampup_epochs" else repr(float(value))
+        status, _, stderr = run_fit(capsys, f"--dataset=idx:{idx_data}", f"--method={method}",
+                                    f"--model_dir={model_dir}", f"--{flag}={value}")  # fmt: skip
+        shown = value if flag.endswith("epochs") else repr(float(value))
         assert_one_line_error(status, stderr, f"--{flag}={shown} is not")
         assert not model_dir.exists()
 
