@@ -27,6 +27,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 
 from keras_ffl.validation import ArgumentError
 
@@ -45,6 +46,8 @@ TEMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"
 #: The files that say where a run stands; a change in any means another process wrote.
 RUN_FILES = (CONFIG_FILE, STATE_FILE, HISTORY_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
+_LOCK_ATTEMPTS = 3
+_LOCK_RETRY_SECONDS = 0.05
 
 
 class RunError(Exception):
@@ -196,6 +199,7 @@ def lock(directory, name=LOCK_FILE):
         lock file cannot be created.
     """
     path = os.path.join(directory, name)
+    attempts = 0
     while True:
         try:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -209,6 +213,10 @@ def lock(directory, name=LOCK_FILE):
         except BlockingIOError:
             holder = _read_holder(descriptor)
             os.close(descriptor)
+            attempts += 1
+            if attempts < _LOCK_ATTEMPTS:  # Perhaps only `check_unlocked`'s brief look.
+                time.sleep(_LOCK_RETRY_SECONDS)
+                continue
             raise RunError(_busy_message(directory, holder)) from None
         # The previous holder removes the file when it releases the lock: if it
         # did so after this process opened it, this lock is on a deleted file.

@@ -386,6 +386,7 @@ class Run:
                 self._train(directory, datasets, verbose)
             results = summarize(self.config, self.history)
             run_dir.write_json(os.path.join(directory, RESULTS_FILE), results)
+            self.fingerprint = run_dir.fingerprint(directory)  # What this run now holds.
         return results
 
     def _datasets(self):
