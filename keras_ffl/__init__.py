@@ -2,8 +2,9 @@
 
 from keras_ffl.callbacks import DistillationRampUp
 from keras_ffl.fusion import FusionBlock
-from keras_ffl.losses import cross_entropy, ffl_loss_terms, softened_kl
-from keras_ffl.model import FFLModel
+from keras_ffl.losses import cross_entropy, softened_kl
+from keras_ffl.methods import MultiHeadModel, get_method, method_names
+from keras_ffl.methods.ffl import FFLModel, build_ffl_network, ffl_loss_terms, ffl_sgd
 from keras_ffl.models import (
     Architecture,
     CifarResNet,
@@ -11,8 +12,8 @@ from keras_ffl.models import (
     WideResNet,
     get_architecture,
 )
-from keras_ffl.network import build_ffl_network, build_subnetwork
-from keras_ffl.optimizer import FUSION_VARIABLES, CoupledSGD, ffl_sgd
+from keras_ffl.network import build_subnetwork, build_subnetworks
+from keras_ffl.optimizer import CoupledSGD, paper_sgd
 from keras_ffl.schedules import sigmoid_rampup, step_learning_rate
 
 __version__ = "0.1.0"
@@ -23,16 +24,20 @@ __all__ = [
     "CoupledSGD",
     "DistillationRampUp",
     "FFLModel",
-    "FUSION_VARIABLES",
+    "MultiHeadModel",
     "FusionBlock",
     "ImageNetResNet",
     "WideResNet",
     "build_ffl_network",
     "build_subnetwork",
+    "build_subnetworks",
     "cross_entropy",
     "ffl_loss_terms",
     "ffl_sgd",
     "get_architecture",
+    "get_method",
+    "method_names",
+    "paper_sgd",
     "sigmoid_rampup",
     "softened_kl",
     "step_learning_rate",
