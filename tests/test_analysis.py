@@ -11,7 +11,14 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from test_fit import write_folder, write_idx
 
-from keras_ffl import FFLModel, build_ffl_network, build_subnetwork, data
+from keras_ffl import (
+    FFLModel,
+    build_ffl_network,
+    build_subnetwork,
+    data,
+    get_method,
+    methods,
+)
 from keras_ffl.analysis import (
     cam_heads,
     disagreement_rate,
@@ -21,6 +28,7 @@ from keras_ffl.analysis import (
     pairwise_diversity,
     reliability_diagram,
 )
+from keras_ffl.heads import FUSED, network_heads
 
 # Grad-CAM ---------------------------------------------------------------------
 
@@ -113,6 +121,25 @@ def test_grad_cam_of_a_standalone_subnetwork_matches_the_formula():
     np.testing.assert_allclose(grad_cam(network, None, images), expected, atol=1e-4)
     with pytest.raises(ValueError, match="standalone sub-network.*head=None"):
         grad_cam(network, "sub1", images)
+
+
+@pytest.mark.parametrize("method", methods.method_names())
+def test_grad_cam_explains_every_head_with_a_feature_map_of_every_method(method):
+    method_class = get_method(method)
+    model = method_class.create(
+        "resnet8", 3, (12, 10, 1), branches=method_class.fixed_subnetworks or 2
+    )
+    images = np.random.default_rng(5).normal(size=(2, 12, 10, 1)).astype(np.float32)
+    explained = cam_heads(model)
+    assert set(model.sub_heads) <= set(explained)
+    assert FUSED in explained or FUSED not in network_heads(model.network)
+    for head in network_heads(model.network):
+        if head in explained:
+            cam = grad_cam(model, head, images)
+            assert cam.shape == (2, 12, 10) and cam.min() >= 0.0 and cam.max() <= 1.0
+        else:  # A combination of other heads' logits, e.g. "ensemble" or ONE's "gated".
+            with pytest.raises(ValueError, match=f"'{head}'.*no feature map"):
+                grad_cam(model, head, images)
 
 
 def test_grad_cam_names_the_heads_it_can_explain():

@@ -41,13 +41,13 @@ def idx_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, idx_data):
-    """{name: model_dir} of a 2-epoch FFL run and a 1-epoch one with another seed."""
+    """{method: model_dir} of a 2-epoch FFL run and a 1-epoch vanilla run."""
     root = tmp_path_factory.mktemp("runs")
     model_dirs = {}
-    for name, seed, epochs in (("ffl", 0, 2), ("other", 1, 1)):
-        config = training.resolve_config(f"idx:{idx_data}", seed=seed, epochs=epochs, **TINY)
-        model_dirs[name] = str(root / name)
-        training.train(config, model_dirs[name], verbose=0)
+    for method, epochs in (("ffl", 2), ("vanilla", 1)):
+        config = training.resolve_config(f"idx:{idx_data}", method=method, epochs=epochs, **TINY)
+        model_dirs[method] = str(root / method)
+        training.train(config, model_dirs[method], verbose=0)
     return model_dirs
 
 
@@ -69,13 +69,13 @@ def test_gradcam_draws_one_row_per_image_and_a_column_per_head(runs, tmp_path):
 
 def test_gradcam_with_compare_adds_the_compared_network_and_picks_cases(runs, tmp_path):
     output = str(tmp_path / "gradcam.png")
-    lines = draw_gradcam(runs["ffl"], output, compare=runs["other"], images=3)
+    lines = draw_gradcam(runs["ffl"], output, compare=runs["vanilla"], images=3)
     drawn = re.search(r"test images \[([\d, ]*)\]", lines[-1]).group(1).split(", ")
     missing = [line for line in lines[:-1] if line.startswith("No test image where")]
     assert len(drawn) + len(missing) == 3
     # Columns: the image, the compared run, sub1, sub2, fused; plus a margin for the cases.
     assert png_size(output) == (5 * 170 + 30, len(drawn) * 200)
-    assert "other, sub1, sub2, fused" in lines[-1]
+    assert "vanilla, sub1, sub2, fused" in lines[-1]
 
 
 def test_cases_follow_the_paper_and_report_a_missing_one():
@@ -134,7 +134,7 @@ def _table_rows(report, first_column):
 
 def test_report_numbers_equal_an_independent_computation(runs, idx_data, tmp_path):
     output_dir = str(tmp_path / "report")
-    files = write_report([runs["ffl"], runs["other"]], output_dir)
+    files = write_report([runs["ffl"], runs["vanilla"]], output_dir)
     with open(os.path.join(output_dir, "report.md"), encoding="utf-8") as f:
         report = f.read()
     probabilities, labels = _numpy_probabilities(runs["ffl"], idx_data)
@@ -152,6 +152,7 @@ def test_report_numbers_equal_an_independent_computation(runs, idx_data, tmp_pat
     assert float(pair[2].rstrip("%")) == pytest.approx(100 * disagreement, abs=0.005 + 1e-9)
     assert float(pair[3]) == pytest.approx(np.mean(np.sum(p * np.log(p / q), axis=1)), abs=5e-5)
     assert float(pair[4]) == pytest.approx(np.mean(np.sum(q * np.log(q / p), axis=1)), abs=5e-5)
+    assert "vanilla: one sub-network, no pair to compare." in report
     # The figures: two runs side by side; two schedule panels; 2 runs x 3 heads of diagrams.
     sizes = {os.path.basename(path): png_size(path) for path in files if path.endswith(".png")}
     assert sizes == {
@@ -186,7 +187,7 @@ def test_predictions_are_the_whole_test_split_in_order(runs, idx_data):
 
 def test_the_commands_write_their_files_and_explain_bad_input(runs, tmp_path):
     report = subprocess.run(
-        [sys.executable, "tools/report.py", f"--model_dir={runs['ffl']}", runs["other"],
+        [sys.executable, "tools/report.py", f"--model_dir={runs['ffl']}", runs["vanilla"],
          f"--output_dir={tmp_path / 'report'}"],
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, check=False,
     )  # fmt: skip

@@ -89,11 +89,14 @@ def draw_gradcam(
 
 
 def _compare_column(compared):
-    """The compared run's column: its primary head, or else its first head with a feature map."""
+    """The compared run's column: its primary head, or else its first head with a feature map.
+
+    It is titled with the run's method, and the head when the method has several.
+    """
     heads = gradcam.cam_heads(compared.network)
     head = compared.primary_head if compared.primary_head in heads else heads[0]
-    title = compared.config.get("method") or os.path.basename(os.path.normpath(compared.model_dir))
-    return Column(title, compared.network, head)
+    method = compared.config["method"]
+    return Column(method if len(heads) == 1 else f"{method} {head}", compared.network, head)
 
 
 def _check_same_data(run, compared):

@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_ffl import data
 from keras_ffl.export import load_checkpoint
-from keras_ffl.heads import FUSED, network_heads
+from keras_ffl.heads import network_heads
 from keras_ffl.run_dir import CHECKPOINTS, CONFIG_FILE, RunError
 
 
@@ -44,9 +44,8 @@ class TrainedRun:
 
     @property
     def primary_head(self):
-        """The head the run reports as its result: the method's, else FFL's fused classifier."""
-        heads = network_heads(self.network)
-        return getattr(self.model, "primary_head", None) or (FUSED if FUSED in heads else heads[0])
+        """The head whose test accuracy the run reports (and selects best.keras by)."""
+        return self.model.primary_head
 
 
 def load_run(model_dir, checkpoint=None):

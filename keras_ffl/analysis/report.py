@@ -108,7 +108,7 @@ def _overview(summaries, model_dirs):
         epoch = s.state.get("best_epoch" if s.run.checkpoint == "best" else "epoch")
         at = f" (epoch {epoch})" if epoch else ""
         lines.append(
-            f"| {s.label} | {config['dataset']} | {config.get('method', 'ffl')} | "
+            f"| {s.label} | {config['dataset']} | {config['method']} | "
             f"{', '.join(config['arch'])} | {len(heads.sub_heads(s.predictions.probabilities))} | "
             f"{len(s.history)} of {config['epochs']} | {CHECKPOINTS[s.run.checkpoint]}{at} | "
             f"{len(s.predictions.labels)} |"
