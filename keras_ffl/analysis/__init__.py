@@ -22,8 +22,8 @@ from keras_ffl.analysis.predictions import (
     Predictions,
     TrainedRun,
     load_run,
+    load_test_images,
     predict_test_split,
-    test_images,
 )
 from keras_ffl.analysis.report import write_report
 
@@ -38,10 +38,10 @@ __all__ = [
     "expected_calibration_error",
     "grad_cam",
     "load_run",
+    "load_test_images",
     "mean_kl",
     "pairwise_diversity",
     "predict_test_split",
     "reliability_diagram",
-    "test_images",
     "write_report",
 ]

@@ -50,7 +50,7 @@ def draw_gradcam(
         _check_same_data(run, compared)
         columns.insert(0, _compare_column(compared))
     if indices is None and compare is None:
-        count = data.num_examples(predictions.test_spec(run.config, data_dir), "test", data_dir)
+        count = data.num_examples(predictions.run_spec(run.config, data_dir), "test", data_dir)
         indices = list(range(min(images or DEFAULT_IMAGES, count)))
     elif indices is None:
         indices, row_labels, notes = _pick_cases(
@@ -62,8 +62,8 @@ def draw_gradcam(
         )
         if not indices:
             raise RunError("No test image to draw: " + " ".join(notes))
-    inputs, labels = predictions.test_images(run.config, indices, data_dir=data_dir)
-    names = data.class_names(predictions.test_spec(run.config, data_dir), data_dir)
+    inputs, labels = predictions.load_test_images(run.config, indices, data_dir=data_dir)
+    names = data.class_names(predictions.run_spec(run.config, data_dir), data_dir)
     heatmaps, captions, correct = [], [], []
     for column in columns:
         heatmaps.append(gradcam.grad_cam(column.network, column.head, inputs))

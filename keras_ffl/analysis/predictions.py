@@ -78,7 +78,7 @@ def load_run(model_dir, checkpoint=None):
     return TrainedRun(model_dir, config, model, checkpoint)
 
 
-def test_spec(config, data_dir=None):
+def run_spec(config, data_dir=None):
     """The `DatasetSpec` of a run's dataset, normalised exactly as the run trained.
 
     Raises:
@@ -98,7 +98,7 @@ def predict_test_split(run, *, data_dir=None, batch_size=None):
     """`Predictions` of every head of a `TrainedRun` on its whole test split, in one pass."""
     network = run.network
     heads = network_heads(network)
-    spec = test_spec(run.config, data_dir)
+    spec = run_spec(run.config, data_dir)
     batch_size = batch_size or run.config["eval_batch_size"]
     batches = data.make_dataset(spec, "test", batch_size, data_dir=data_dir, training=False)
     logits, labels = {head: [] for head in heads}, []
@@ -111,7 +111,7 @@ def predict_test_split(run, *, data_dir=None, batch_size=None):
     return Predictions(probabilities, np.concatenate(labels))
 
 
-def test_images(config, indices, *, data_dir=None):
+def load_test_images(config, indices, *, data_dir=None):
     """(images normalised as the network takes them, labels) of the test examples `indices`.
 
     Raises:
@@ -119,7 +119,7 @@ def test_images(config, indices, *, data_dir=None):
     """
     if not len(indices):
         raise ValueError("indices must name at least one test example.")
-    spec = test_spec(config, data_dir)
+    spec = run_spec(config, data_dir)
     count = data.num_examples(spec, "test", data_dir)
     outside = [i for i in indices if not 0 <= i < count]
     if outside:
