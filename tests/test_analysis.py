@@ -3,6 +3,7 @@
 import itertools
 import math
 import os
+import sys
 
 import keras
 import numpy as np
@@ -23,6 +24,7 @@ from keras_ffl.analysis import (
     cam_heads,
     disagreement_rate,
     expected_calibration_error,
+    figures,
     grad_cam,
     mean_kl,
     pairwise_diversity,
@@ -249,3 +251,9 @@ def test_cifar_class_names_come_from_the_prepared_tfds_info(tmp_path):
     os.makedirs(builder.data_dir)
     builder.info.write_to_directory(builder.data_dir)
     assert data.class_names(spec, str(tmp_path)) == names
+
+
+def test_figures_say_how_to_install_matplotlib(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails.
+    with pytest.raises(ImportError, match=r"need matplotlib.*pip install 'keras_ffl\[plot\]'"):
+        figures.pyplot()

@@ -41,7 +41,9 @@ def draw_gradcam(
     Raises:
       RunError: a run cannot be read, or the two runs trained on different data.
       ValueError: an index is outside the test split.
+      ImportError: matplotlib is not installed.
     """
+    figures.pyplot()  # Without matplotlib, fail before the slow work.
     run = predictions.load_run(model_dir, checkpoint)
     columns = [Column(head, run.network, head) for head in gradcam.cam_heads(run.network)]
     row_labels, notes = None, []

@@ -40,7 +40,7 @@ def pyplot():
 
 
 def save_png(figure, path):
-    """Writes `figure` to `path` as a PNG (replacing any old file only once complete) and closes it."""
+    """Writes `figure` to `path` as a PNG, replacing an old file only once complete; closes it."""
     try:
         run_dir.replace_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=DPI))
     finally:

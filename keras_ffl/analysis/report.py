@@ -47,7 +47,9 @@ def write_report(model_dirs, output_dir, *, checkpoint=None, data_dir=None, bins
 
     Raises:
       RunError: a run directory cannot be read.
+      ImportError: matplotlib is not installed.
     """
+    figures.pyplot()  # Without matplotlib, fail before the slow work.
     bins = bins or calibration.DEFAULT_BINS
     summaries = [
         _summarize(model_dir, label, checkpoint, data_dir, bins)
