@@ -4,7 +4,7 @@ Every function returns per-example values so that the caller can average over th
 global batch, which is what keeps the loss right under tf.distribute.
 """
 
-from keras import ops
+from keras import backend, ops
 
 #: Added to the teacher's probabilities before the log, as the official code does.
 TEACHER_EPSILON = 1e-7
@@ -54,8 +54,8 @@ def ffl_loss_terms(
       A dict of per-example tensors: "total", "ce" (all heads), "ekd", "fkd", and
       "ce_sub{k}" / "ce_fused" for each head.
     """
-    sub_logits = [ops.cast(z, "float32") for z in sub_logits]
-    fused_logits = ops.cast(fused_logits, "float32")
+    sub_logits = [_at_least_float32(z) for z in sub_logits]
+    fused_logits = _at_least_float32(fused_logits)
     terms = {}
     for k, z in enumerate(sub_logits, start=1):
         terms[f"ce_sub{k}"] = cross_entropy(labels, z)
@@ -69,3 +69,8 @@ def ffl_loss_terms(
     )
     terms["total"] = terms["ce"] + distill_weight * temperature**2 * (terms["ekd"] + terms["fkd"])
     return terms
+
+
+def _at_least_float32(logits):
+    """16-bit logits cast to float32, for a stable softmax; float32/float64 kept as they are."""
+    return ops.cast(logits, backend.result_type(logits.dtype, "float32"))
