@@ -11,8 +11,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from keras_ffl.callbacks import DistillationRampUp  # noqa: E402
 from keras_ffl.fusion import FusionBlock  # noqa: E402
-from keras_ffl.losses import cross_entropy, ffl_loss_terms, softened_kl  # noqa: E402
-from keras_ffl.model import FFLModel  # noqa: E402
+from keras_ffl.losses import cross_entropy, softened_kl  # noqa: E402
+from keras_ffl.methods import MultiHeadModel, get_method, method_names  # noqa: E402
+from keras_ffl.methods.ffl import FFLModel, build_ffl_network, ffl_loss_terms, ffl_sgd  # noqa: E402
 from keras_ffl.models import (  # noqa: E402
     Architecture,
     CifarResNet,
@@ -20,8 +21,8 @@ from keras_ffl.models import (  # noqa: E402
     WideResNet,
     get_architecture,
 )
-from keras_ffl.network import build_ffl_network, build_subnetwork  # noqa: E402
-from keras_ffl.optimizer import FUSION_VARIABLES, CoupledSGD, ffl_sgd  # noqa: E402
+from keras_ffl.network import build_subnetwork, build_subnetworks  # noqa: E402
+from keras_ffl.optimizer import CoupledSGD, paper_sgd  # noqa: E402
 from keras_ffl.schedules import sigmoid_rampup, step_learning_rate  # noqa: E402
 
 __version__ = "0.1.0"
@@ -32,16 +33,20 @@ __all__ = [
     "CoupledSGD",
     "DistillationRampUp",
     "FFLModel",
-    "FUSION_VARIABLES",
+    "MultiHeadModel",
     "FusionBlock",
     "ImageNetResNet",
     "WideResNet",
     "build_ffl_network",
     "build_subnetwork",
+    "build_subnetworks",
     "cross_entropy",
     "ffl_loss_terms",
     "ffl_sgd",
     "get_architecture",
+    "get_method",
+    "method_names",
+    "paper_sgd",
     "sigmoid_rampup",
     "softened_kl",
     "step_learning_rate",

@@ -1,4 +1,7 @@
-"""Trains an FFL model: python -m keras_ffl.fit --dataset=<name> --model_dir=<dir> [flags].
+"""Trains a model: python -m keras_ffl.fit [--method=ffl] --dataset=<name> --model_dir=<dir> [flags].
+
+--method picks FFL (the default) or one of the baselines the paper compares it
+with (vanilla, ensemble, dml, one, dualnet); each method's options are flags.
 
 Hyperparameters default to a recipe (the paper's "cifar" or "imagenet", or
 "small" for a CPU), chosen by the dataset unless --recipe is given; every flag
@@ -9,6 +12,7 @@ Examples:
   python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fashion_mnist
   python -m keras_ffl.fit --dataset=cifar100 --model_dir=runs/c100 --arch=resnet32 --branches=3
   python -m keras_ffl.fit --dataset=cifar100 --model_dir=runs/c100_case2 --arch=resnet32,wrn16_2
+  python -m keras_ffl.fit --method=vanilla --dataset=cifar100 --model_dir=runs/c100_vanilla
 """
 
 import dataclasses
@@ -19,13 +23,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags  # noqa: E402
 
-from keras_ffl import distribute, recipes, training  # noqa: E402
-from keras_ffl.fusion import MODES  # noqa: E402
+from keras_ffl import distribute, methods, recipes, training  # noqa: E402
 from keras_ffl.models import ARCHITECTURE_HELP  # noqa: E402
 
 _FROM_RECIPE = " Default: the recipe's."
 
 # What to train, and where.
+flags.DEFINE_enum(
+    "method",
+    "ffl",
+    methods.method_names(),
+    "Training method: "
+    + "; ".join(f"{m}: {methods.get_method(m).summary}" for m in methods.method_names()),
+)
 flags.DEFINE_string(
     "dataset",
     "fashion_mnist",
@@ -66,36 +76,16 @@ flags.DEFINE_integer(
     "Case 1: stages (the stem is stage 0) shared by the branches. Default: the "
     "architecture's (all but the last stage for CIFAR ResNets).",
 )
-flags.DEFINE_enum(
-    "fusion",
-    None,
-    list(MODES),
-    "fusion: the paper's fusion module; average: the mean of the feature maps (ablation)."
-    + _FROM_RECIPE,
-)
-flags.DEFINE_string(
-    "fusion_channels",
-    None,
-    "Output channels of the fusion module: min (smallest sub-network, CIFAR), sum "
-    "(all of them, ImageNet) or a number." + _FROM_RECIPE,
-)
 flags.DEFINE_boolean(
     "sync_bn", None, "Synchronise BatchNorm statistics across replicas." + _FROM_RECIPE
 )
 
 # The objective.
-flags.DEFINE_float("temperature", None, "T of the softened distributions." + _FROM_RECIPE)
 flags.DEFINE_integer(
     "rampup_epochs",
     None,
     "R of the distillation weight's ramp-up exp(-5 (1 - epoch/R)^2); 0: no ramp-up."
     + _FROM_RECIPE,
-)
-flags.DEFINE_boolean(
-    "ekd", None, "Ensemble knowledge distillation into the fused classifier." + _FROM_RECIPE
-)
-flags.DEFINE_boolean(
-    "fkd", None, "Fusion knowledge distillation into every sub-network." + _FROM_RECIPE
 )
 flags.DEFINE_boolean("top5", None, "Also report top-5 accuracy." + _FROM_RECIPE)
 
@@ -162,15 +152,46 @@ RECIPE_FLAGS = [f.name for f in dataclasses.fields(recipes.Recipe)]
 FLAGS = flags.FLAGS
 
 
+def _define_option_flags():
+    """One flag per method option, shared by the methods that have an option of that name.
+
+    Its default is None: each method then takes its own default (or the recipe's).
+    """
+    by_name = {}
+    for method in methods.method_names():
+        for option in methods.get_method(method).options:
+            by_name.setdefault(option.name, []).append((method, option))
+    for name, owners in sorted(by_name.items()):
+        option = owners[0][1]
+        defaults = ", ".join(f"{m}: {o.default}" for m, o in owners)
+        help_text = f"{option.help} Methods and defaults: {defaults}."
+        if option.choices is not None:
+            flags.DEFINE_enum(name, None, [str(c) for c in option.choices], help_text)
+        elif isinstance(option.default, bool):
+            flags.DEFINE_boolean(name, None, help_text)
+        elif isinstance(option.default, int):
+            flags.DEFINE_integer(name, None, help_text)
+        elif isinstance(option.default, float):
+            flags.DEFINE_float(name, None, help_text)
+        else:
+            flags.DEFINE_string(name, None, help_text)
+    return sorted(by_name)
+
+
+#: Flags of the methods' options.
+OPTION_FLAGS = _define_option_flags()
+
+
 @flags.validator("lr_milestones", "--lr_milestones must be a comma list of epochs, e.g. 150,225.")
 def _check_milestones(value):
     return value is None or all(m.strip().isdigit() for m in value)
 
 
 def recipe_overrides(flag_values):
-    """The recipe fields given on the command line, as `training.resolve_config` takes them."""
+    """The recipe fields and method options given on the command line, as
+    `training.resolve_config` takes them."""
     overrides = {}
-    for name in RECIPE_FLAGS:
+    for name in RECIPE_FLAGS + OPTION_FLAGS:
         value = flag_values[name].value
         if value is None:
             continue
@@ -194,6 +215,7 @@ def main(argv):
         strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
         config = training.resolve_config(
             FLAGS.dataset,
+            method=FLAGS.method,
             recipe=FLAGS.recipe,
             seed=FLAGS.seed,
             data_dir=FLAGS.data_dir,

@@ -71,8 +71,7 @@ def classifier(features, num_classes, head, zero_bias=False):
 
     The layers are "<head>_pool" and "<head>_logits" ("pool" and "logits" when
     `head` is empty, as in a standalone sub-network). Logits are float32 under
-    mixed precision, for a stable softmax and KL, and in the policy's dtype otherwise
-    (float64 models, as numerical checks build them, stay float64 throughout).
+    mixed precision, for a stable softmax and KL.
     """
     prefix = f"{head}_" if head else ""
     x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(features)
@@ -81,12 +80,6 @@ def classifier(features, num_classes, head, zero_bias=False):
         num_classes,
         kernel_initializer=kernel_init,
         bias_initializer=bias_init,
-        dtype=_logits_dtype(),
+        dtype="float32",
         name=f"{prefix}logits",
     )(x)
-
-
-def _logits_dtype():
-    """float32 under a 16-bit mixed-precision policy, else the policy's own dtype."""
-    compute_dtype = keras.config.dtype_policy().compute_dtype
-    return "float32" if compute_dtype in ("float16", "bfloat16") else compute_dtype

@@ -1,14 +1,15 @@
-"""Functional builders: a standalone sub-network, and FFL's multi-head network.
+"""Functional builders: a standalone sub-network, and the sub-networks every method starts from.
 
-Heads are named "sub1".."subn" and "fused"; every head's last feature map is the
+Heads are named "sub1".."subn" (see `keras_ffl.heads`); every head's last feature map is the
 output of a layer named "<head>_features" and its logits of "<head>_logits", so
 that any head can be cut out of a trained network as a plain Keras model.
 """
 
+import typing
+
 import keras
 
-from keras_ffl.fusion import FusionBlock
-from keras_ffl.heads import FUSED, INPUT_NAME, classifier, features_layer, sub_name
+from keras_ffl.heads import INPUT_NAME, classifier, features_layer, sub_name
 from keras_ffl.models import Architecture, get_architecture
 
 
@@ -47,65 +48,83 @@ def build_subnetwork(
     return keras.Model(inputs, outputs, name=name or arch.name)
 
 
-def build_ffl_network(
+class SubNetworks(typing.NamedTuple):
+    """The sub-networks of a method's network, as Keras tensors of one functional graph.
+
+    `trunk` is the shared trunk's output in case 1 (None when nothing is shared);
+    `features[k-1]` is sub-network k's last feature map (layer "sub<k>_features")
+    and `logits` maps "sub<k>" to its classifier's logits (layer "sub<k>_logits").
+    """
+
+    inputs: keras.KerasTensor
+    trunk: keras.KerasTensor | None
+    architectures: list
+    features: list
+    logits: dict
+
+
+def build_subnetworks(
     architectures,
     num_classes,
     input_shape,
     *,
-    num_branches=2,
+    branches=2,
     shared_stages=None,
-    fusion_channels="min",
-    fusion_mode="fusion",
+    share_trunk=True,
     sync_bn=False,
-    name="ffl_network",
 ):
-    """FFL's network: n sub-networks with classifiers, a fusion block and a fused classifier.
+    """n sub-networks with classifiers, in one graph, as every method's network starts.
 
-    Case 1 (`architectures` is one name or `Architecture`): the first
-    `shared_stages` stages (default: the architecture's, e.g. all but the last on
-    CIFAR) form a shared trunk and `num_branches` copies of the remaining stages
-    are the sub-networks' branches. Case 2 (`architectures` is a list of n >= 2):
-    n independent sub-networks, nothing shared, any mix of architectures.
-
-    Returns:
-      A functional `keras.Model` mapping images to a dict of logits
-      {"sub1": ..., "subn": ..., "fused": ...}.
+    Several `architectures` (a list of n >= 2) make n independent sub-networks
+    (case 2). One architecture makes `branches` sub-networks: with `share_trunk`,
+    its first `shared_stages` stages (default: the architecture's, e.g. all but
+    the last on CIFAR) form a shared trunk and each branch has its own copy of
+    the rest (case 1); without, `branches` independent copies of the whole network.
     """
     inputs = _input(input_shape)
+    trunk = None
+    if isinstance(architectures, (list, tuple)) and len(architectures) == 1:
+        architectures = architectures[0]
     if isinstance(architectures, (list, tuple)):
         archs = [_as_architecture(a, sync_bn) for a in architectures]
-        if len(archs) < 2:
-            raise ValueError("FFL case 2 needs a list of at least 2 architectures.")
+        if shared_stages is not None:
+            raise ValueError(
+                "shared_stages applies to one architecture with branches (case 1); "
+                "sub-networks of several architectures share nothing. Leave it None."
+            )
         features = [
             arch.apply(inputs, prefix=f"{sub_name(k)}_") for k, arch in enumerate(archs, start=1)
         ]
     else:
         arch = _as_architecture(architectures, sync_bn)
-        if num_branches < 2:
-            raise ValueError(f"FFL needs at least 2 branches; got num_branches={num_branches}.")
-        shared = arch.default_shared_stages if shared_stages is None else shared_stages
-        if not 0 <= shared < arch.num_stages:
-            raise ValueError(
-                f"shared_stages must be in [0, {arch.num_stages - 1}] for {arch.name} "
-                f"(stage 0 is the stem); got {shared}."
-            )
-        trunk = arch.apply(inputs, 0, shared, prefix="shared_")
-        archs = [arch] * num_branches
-        features = [
-            arch.apply(trunk, shared, prefix=f"{sub_name(k)}_") for k in range(1, num_branches + 1)
-        ]
-    outputs = {}
-    feature_maps = []
+        if branches < 1:
+            raise ValueError(f"branches must be at least 1; got {branches}.")
+        archs = [arch] * branches
+        if share_trunk:
+            shared = arch.default_shared_stages if shared_stages is None else shared_stages
+            if not 0 <= shared < arch.num_stages:
+                raise ValueError(
+                    f"shared_stages must be in [0, {arch.num_stages - 1}] for {arch.name} "
+                    f"(stage 0 is the stem); got {shared}."
+                )
+            trunk = arch.apply(inputs, 0, shared, prefix="shared_")
+            features = [
+                arch.apply(trunk, shared, prefix=f"{sub_name(k)}_")
+                for k in range(1, branches + 1)
+            ]
+        else:
+            if shared_stages is not None:
+                raise ValueError(
+                    "shared_stages applies to methods whose branches share a trunk; this "
+                    "one trains independent sub-networks. Leave it None."
+                )
+            features = [
+                arch.apply(inputs, prefix=f"{sub_name(k)}_") for k in range(1, branches + 1)
+            ]
+    feature_maps, logits = [], {}
     for k, (arch, feature_map) in enumerate(zip(archs, features), start=1):
         head = sub_name(k)
         feature_map = keras.layers.Identity(name=features_layer(head))(feature_map)
         feature_maps.append(feature_map)
-        outputs[head] = classifier(
-            feature_map, num_classes, head, arch.zero_classifier_bias
-        )
-    fused = FusionBlock(
-        channels=fusion_channels, mode=fusion_mode, sync_bn=sync_bn, name="fusion"
-    )(feature_maps)
-    fused = keras.layers.Identity(name=features_layer(FUSED))(fused)
-    outputs[FUSED] = classifier(fused, num_classes, FUSED)
-    return keras.Model(inputs, outputs, name=name)
+        logits[head] = classifier(feature_map, num_classes, head, arch.zero_classifier_bias)
+    return SubNetworks(inputs, trunk, archs, feature_maps, logits)

@@ -6,8 +6,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-#: Variables of the fusion module and the fused classifier, which the paper decays less.
-FUSION_VARIABLES = r"(^|/)(fusion|fused_logits)/"
+
+def layer_pattern(layer_names):
+    """A regex for `CoupledSGD`'s `l2_overrides` matching the variables of the named layers."""
+    return r"(^|/)(" + "|".join(re.escape(name) for name in layer_names) + r")/"
 
 
 @keras.saving.register_keras_serializable(package="keras_ffl")
@@ -30,8 +32,7 @@ class CoupledSGD(keras.optimizers.Optimizer):
       nesterov: use Nesterov momentum.
       l2: decay of every variable that no override matches.
       l2_overrides: {regex: decay}; a variable whose `path` matches a regex
-        (re.search, first match wins) gets that decay. `FUSION_VARIABLES` selects
-        the fusion module and fused classifier.
+        (re.search, first match wins) gets that decay; `layer_pattern` makes one.
     """
 
     def __init__(
@@ -111,12 +112,15 @@ def _handle(variable):
     return variable.handle
 
 
-def ffl_sgd(learning_rate=0.1, weight_decay=1e-4, fusion_weight_decay=1e-5, momentum=0.9):
-    """The paper's optimiser: Nesterov SGD, L2 1e-4 on the sub-networks, 1e-5 on the fusion."""
+def paper_sgd(learning_rate, weight_decay=1e-4, low_decay_layers=(), low_weight_decay=1e-5,
+              momentum=0.9):
+    """The paper's optimiser: Nesterov SGD with coupled L2, `weight_decay` on every
+    variable but those of `low_decay_layers`, which get `low_weight_decay`."""
+    overrides = {layer_pattern(low_decay_layers): low_weight_decay} if low_decay_layers else {}
     return CoupledSGD(
         learning_rate=learning_rate,
         momentum=momentum,
         nesterov=True,
         l2=weight_decay,
-        l2_overrides={FUSION_VARIABLES: fusion_weight_decay},
+        l2_overrides=overrides,
     )

@@ -12,9 +12,13 @@ import dataclasses
 class Recipe:
     """Hyperparameters of one training recipe; each field is a flag of the same name.
 
-    `arch` holds one architecture name (FFL case 1: `branches` copies of its
-    high-level stages on a shared trunk of `shared_stages` stages, None meaning
-    the architecture's default) or several (case 2: independent sub-networks).
+    `arch` holds one architecture name (case 1: `branches` sub-networks, for
+    FFL and ONE copies of its high-level stages on a shared trunk of
+    `shared_stages` stages, None meaning the architecture's default) or several
+    (case 2: independent sub-networks). `fusion_weight_decay` is the lower decay
+    of a method's fusion layers (FFL's fusion module and fused classifier). A
+    method's own options (e.g. FFL's temperature) are not recipe fields: they
+    default to the method's values.
     `lr_milestones` are epochs at which the learning rate is multiplied by
     `lr_factor`. `steps_per_epoch` None means one pass over the training split,
     `validation_steps` None one pass over the test split.
@@ -32,11 +36,6 @@ class Recipe:
     lr_factor: float = 0.1
     weight_decay: float = 1e-4
     fusion_weight_decay: float = 1e-5
-    temperature: float = 3.0
-    fusion: str = "fusion"
-    fusion_channels: str | int = "min"
-    ekd: bool = True
-    fkd: bool = True
     top5: bool = False
     sync_bn: bool = False
     mixed_precision: str = "none"
@@ -56,7 +55,7 @@ RECIPES = {
         lr_milestones=(150, 225),
         rampup_epochs=80,
     ),
-    # Paper §IV-B, ImageNet: 2 x ResNet-34, fusion to sum(C_k) channels, top-5 tracked.
+    # Paper §IV-B, ImageNet: 2 x ResNet-34, top-5 tracked.
     "imagenet": Recipe(
         arch=("resnet34",),
         branches=2,
@@ -66,7 +65,6 @@ RECIPES = {
         learning_rate=0.1,
         lr_milestones=(30, 60),
         rampup_epochs=20,
-        fusion_channels="sum",
         top5=True,
     ),
     # Not in the paper: the CIFAR recipe scaled down for Fashion-MNIST-sized data (the
@@ -83,6 +81,11 @@ RECIPES = {
         rampup_epochs=2,
     ),
 }
+
+
+#: Method options a recipe sets for every method that has them (the option's own
+#: default applies elsewhere). Paper §IV-B: ImageNet's fusion module keeps sum(C_k) channels.
+OPTION_DEFAULTS = {"imagenet": {"fusion_channels": "sum"}}
 
 
 def get_recipe(name):

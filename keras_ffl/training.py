@@ -19,11 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ffl import data, distribute, recipes, run_dir
-from keras_ffl.model import FFLModel
+from keras_ffl import data, distribute, methods, recipes, run_dir
+from keras_ffl.heads import SUB_MEAN
 from keras_ffl.models import get_architecture
-from keras_ffl.network import FUSED, build_ffl_network, sub_name
-from keras_ffl.optimizer import ffl_sgd
 from keras_ffl.run_dir import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
@@ -36,8 +34,6 @@ from keras_ffl.run_dir import (
 )
 from keras_ffl.schedules import step_learning_rate
 
-#: The metric that selects best.keras: the fused classifier's test accuracy.
-BEST_METRIC = "val_fused_acc"
 #: Keys of config.json that may change when a run resumes: the epoch count may
 #: grow, and the recipe's name only says where the values came from.
 RESUMABLE_CHANGES = ("epochs", "recipe")
@@ -48,12 +44,15 @@ DTYPE_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mi
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunConfig(recipes.Recipe):
-    """Everything that defines a run: the recipe's values resolved, the data, the seed.
+    """Everything that defines a run: the method and its options, the recipe's values
+    resolved, the data, the seed.
 
     It is what config.json holds, so it also carries the dataset facts that an
     exporter needs (classes, input shape, normalisation).
     """
 
+    method: str
+    method_options: dict
     dataset: str
     recipe: str
     seed: int
@@ -66,43 +65,54 @@ class RunConfig(recipes.Recipe):
         """The configuration as JSON-compatible values (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    @property
+    def method_class(self):
+        """The `MultiHeadModel` subclass of the run's method."""
+        return methods.get_method(self.method)
 
-def resolve_config(dataset, *, recipe=None, seed=0, data_dir=None, **overrides):
-    """Returns the `RunConfig` of a run on `dataset`.
+    @property
+    def best_metric(self):
+        """The history column that selects best.keras: the primary head's test accuracy."""
+        return f"val_{self.method_class.primary_head}_acc"
 
-    Values come from `recipe` (default: the dataset's recipe kind), with
-    `overrides` (any `recipes.Recipe` field, e.g. the flags given on the
-    command line) taking precedence. `arch` may be one name (FFL case 1) or
-    several (case 2, where `branches` is their number). `steps_per_epoch`
-    defaults to one pass over the training split in full batches.
+
+def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None, **overrides):
+    """Returns the `RunConfig` of a run of `method` on `dataset`.
+
+    Values come from `recipe` (default: the dataset's recipe kind) and the
+    method's option defaults, with `overrides` (any `recipes.Recipe` field or
+    option of the method, e.g. the flags given on the command line) taking
+    precedence. `arch` may be one name (case 1) or several (case 2, where
+    `branches` is their number). `steps_per_epoch` defaults to one pass over the
+    training split in full batches.
     """
+    method_class = methods.get_method(method)
     spec = data.get_spec(dataset, data_dir)
     recipe_name = recipe or spec.recipe
     fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
-    unknown = sorted(set(overrides) - fields)
+    option_names = {o.name for o in method_class.options}
+    unknown = sorted(set(overrides) - fields - option_names)
     if unknown:
-        raise ValueError(f"Unknown recipe fields {unknown}; known: {sorted(fields)}.")
+        raise ValueError(_unknown_settings_message(method, unknown, fields, option_names))
+    options = {
+        k: v for k, v in recipes.OPTION_DEFAULTS.get(recipe_name, {}).items() if k in option_names
+    }
+    options.update((k, v) for k, v in overrides.items() if k in option_names)
+    overrides = {k: v for k, v in overrides.items() if k in fields}
     values = dataclasses.asdict(dataclasses.replace(recipes.get_recipe(recipe_name), **overrides))
 
     names = values["arch"].split(",") if isinstance(values["arch"], str) else values["arch"]
     # Canonical names, so that "ResNet-32" and "resnet32" make the same run.
     values["arch"] = tuple(get_architecture(name).name for name in names)
-    if len(values["arch"]) > 1:
-        if overrides.get("branches", len(values["arch"])) != len(values["arch"]):
-            raise ValueError(
-                f"--branches={overrides['branches']} contradicts the {len(values['arch'])} "
-                f"architectures of --arch={','.join(values['arch'])}; with several "
-                "architectures (FFL case 2) leave --branches out."
-            )
-        if overrides.get("shared_stages") is not None:
-            raise ValueError(
-                "--shared_stages applies to one architecture with branches (FFL case 1); "
-                "sub-networks of several architectures share nothing. Leave it out."
-            )
-        values["branches"] = len(values["arch"])
-    channels = values["fusion_channels"]
-    if isinstance(channels, str) and channels.isdigit():
-        values["fusion_channels"] = int(channels)
+    values["branches"] = _resolve_branches(method_class, values, overrides)
+    if overrides.get("shared_stages") is not None and (
+        len(values["arch"]) > 1 or not method_class.shares_trunk
+    ):
+        raise ValueError(
+            "--shared_stages applies to one architecture with branches on a shared trunk "
+            f"(case 1 of {', '.join(_trunk_sharing_methods())}); sub-networks of several "
+            f"architectures, and those of --method={method}, share nothing. Leave it out."
+        )
     if values["mixed_precision"] not in DTYPE_POLICIES:
         raise ValueError(
             f"mixed_precision must be one of {sorted(DTYPE_POLICIES)}; "
@@ -120,8 +130,11 @@ def resolve_config(dataset, *, recipe=None, seed=0, data_dir=None, **overrides):
                 f"{spec.name}'s training split has {examples} examples, fewer than one "
                 f"batch of --batch_size={values['batch_size']}; lower --batch_size."
             )
+    network_options, model_options = method_class.split_options(options)
     return RunConfig(
         **values,
+        method=method,
+        method_options={**network_options, **model_options},
         dataset=spec.name,
         recipe=recipe_name,
         seed=int(seed),
@@ -132,8 +145,60 @@ def resolve_config(dataset, *, recipe=None, seed=0, data_dir=None, **overrides):
     )
 
 
+def _resolve_branches(method_class, values, overrides):
+    """The number of sub-networks: the architectures' count in case 2, the method's
+    fixed number if it has one, else `branches`."""
+    count = len(values["arch"])
+    given = overrides.get("branches")
+    fixed = method_class.fixed_subnetworks
+    if count > 1:
+        if given is not None and given != count:
+            raise ValueError(
+                f"--branches={given} contradicts the {count} architectures of "
+                f"--arch={','.join(values['arch'])}; with several architectures (case 2) "
+                "leave --branches out."
+            )
+        if fixed is not None and fixed != count:
+            raise ValueError(
+                f"--method={method_class.method_name} trains {fixed} sub-network(s); "
+                f"--arch={','.join(values['arch'])} names {count}. Give {fixed} architecture(s)."
+            )
+        return count
+    if fixed is not None:
+        if given is not None and given != fixed:
+            raise ValueError(
+                f"--method={method_class.method_name} trains {fixed} sub-network(s); "
+                f"leave --branches out (got --branches={given})."
+            )
+        return fixed
+    return values["branches"]
+
+
+def _trunk_sharing_methods():
+    return [m for m in methods.method_names() if methods.get_method(m).shares_trunk]
+
+
+def _unknown_settings_message(method, unknown, fields, option_names):
+    owners = {
+        name: [m for m in methods.method_names()
+               if name in {o.name for o in methods.get_method(m).options}]
+        for name in unknown
+    }
+    other = [f"{n} (an option of --method={'/'.join(o)})" for n, o in owners.items() if o]
+    unknown = [n for n, o in owners.items() if not o]
+    parts = []
+    if other:
+        parts.append(
+            f"--method={method} does not take {', '.join(other)}; its options: "
+            f"{', '.join(sorted(option_names)) or 'none'}."
+        )
+    if unknown:
+        parts.append(f"Unknown settings {unknown}; recipe fields: {sorted(fields)}.")
+    return " ".join(parts)
+
+
 def build_model(config, strategy=None, jit_compile=None):
-    """Builds and compiles the `FFLModel` of `config` under `strategy`'s scope.
+    """Builds and compiles the model of `config`'s method under `strategy`'s scope.
 
     `jit_compile` None means XLA on accelerators only: on CPU it is slower.
     """
@@ -141,29 +206,24 @@ def build_model(config, strategy=None, jit_compile=None):
     arch = config.arch[0] if len(config.arch) == 1 else list(config.arch)
     with _dtype_policy(config.mixed_precision), strategy.scope():
         keras.utils.set_random_seed(config.seed)
-        network = build_ffl_network(
+        model = config.method_class.create(
             arch,
             config.num_classes,
             config.image_shape,
-            num_branches=config.branches,
+            branches=config.branches,
             shared_stages=config.shared_stages,
-            fusion_channels=config.fusion_channels,
-            fusion_mode=config.fusion,
             sync_bn=config.sync_bn,
-        )
-        model = FFLModel(
-            network,
-            temperature=config.temperature,
             rampup_epochs=config.rampup_epochs,
-            ekd=config.ekd,
-            fkd=config.fkd,
             top5=config.top5,
+            **config.method_options,
         )
         learning_rate = step_learning_rate(
             config.learning_rate, config.lr_milestones, config.steps_per_epoch, config.lr_factor
         )
         model.compile(
-            optimizer=ffl_sgd(learning_rate, config.weight_decay, config.fusion_weight_decay),
+            optimizer=model.make_optimizer(
+                learning_rate, config.weight_decay, config.fusion_weight_decay
+            ),
             jit_compile=_resolve_jit_compile(jit_compile),
         )
     return model
@@ -299,7 +359,7 @@ class Run:
             config_path = os.path.join(directory, CONFIG_FILE)
             if run_dir.read_json(config_path) != self.config.to_json():
                 run_dir.write_json(config_path, self.config.to_json())
-            best = _best_row(self.history)
+            best = _best_row(self.config, self.history)
             resumed_best = best is not None and int(best["epoch"]) + 1 == self.initial_epoch
             if resumed_best and self.best_epoch != self.initial_epoch:
                 # Killed after committing last.keras but before best.keras: last.keras
@@ -367,7 +427,7 @@ class Run:
         run_dir.write_history(os.path.join(directory, HISTORY_FILE), self.history)
         self._write_state(directory, completed - 1)
         run_dir.save_model(self.model, os.path.join(directory, LAST_CHECKPOINT))
-        if int(_best_row(self.history)["epoch"]) == epoch:
+        if int(_best_row(self.config, self.history)["epoch"]) == epoch:
             self._save_best(directory, completed)
         self._write_state(directory, completed)
 
@@ -376,12 +436,12 @@ class Run:
         self.best_epoch = epoch
 
     def _write_state(self, directory, epoch):
-        best = _best_row(self.history[:epoch])
+        best = _best_row(self.config, self.history[:epoch])
         state = {
             "epoch": epoch,
             "epochs": self.config.epochs,
             "best_epoch": self.best_epoch,
-            BEST_METRIC: None if best is None else float(best[BEST_METRIC]),
+            self.config.best_metric: None if best is None else float(best[self.config.best_metric]),
             "epoch_end_steps": {str(e): s for e, s in sorted(self.epoch_end_steps.items())},
         }
         run_dir.write_json(os.path.join(directory, STATE_FILE), state)
@@ -434,11 +494,13 @@ class EpochCommit(keras.callbacks.Callback):
 def summarize(config, history):
     """Every head's final and best test accuracy (and top-5 with `config.top5`).
 
-    Heads: "sub1".."subn", "fused", "ensemble" (the sub-networks' mean logits)
-    and "sub_mean" (the mean of the sub-networks' accuracies). Epochs are 1-based.
+    Heads: the method's (e.g. "sub1".."subn" and "fused"), "ensemble" (the
+    sub-networks' mean logits) and "sub_mean" (the mean of the sub-networks'
+    accuracies) with two or more sub-networks. Epochs are 1-based.
     """
-    heads = [sub_name(k) for k in range(1, config.branches + 1)] + [FUSED]
-    metrics = {"test_accuracy": (heads + ["ensemble", "sub_mean"], "acc")}
+    heads = config.method_class.metric_heads_of(config.branches)
+    summary_heads = heads + ([SUB_MEAN] if config.branches >= 2 else [])
+    metrics = {"test_accuracy": (summary_heads, "acc")}
     if config.top5:
         metrics["test_top5_accuracy"] = (heads, "top5")
     results = {"dataset": config.dataset, "epochs": len(history)}
@@ -466,8 +528,9 @@ def format_results(results):
 
 
 def _check_same_run(saved, config, model_dir):
-    """Raises a RunError naming the keys in which `saved` and `config` differ."""
-    current = config.to_json()
+    """Raises a RunError naming the keys (method options by name) in which `saved`
+    and `config` differ."""
+    saved, current = _flat_config(saved), _flat_config(config.to_json())
     keys = sorted((saved.keys() | current.keys()) - set(RESUMABLE_CHANGES))
     differences = [
         f"{key}: {saved.get(key)!r} in the directory, {current.get(key)!r} now"
@@ -482,6 +545,13 @@ def _check_same_run(saved, config, model_dir):
         )
 
 
+def _flat_config(config):
+    """config.json's values with the method's options at the top level."""
+    flat = {k: v for k, v in config.items() if k != "method_options"}
+    flat.update(config.get("method_options") or {})
+    return flat
+
+
 def _load_checkpoint(path, best_path, strategy, jit_compile):
     try:
         with strategy.scope():
@@ -493,8 +563,8 @@ def _load_checkpoint(path, best_path, strategy, jit_compile):
             f"the best epoch instead, copy best.keras over it (cp {best_path} {path}); to "
             f"restart the run from epoch 0, move it away (mv {path} {path}.bad)."
         ) from err
-    if not isinstance(model, FFLModel):
-        raise RunError(f"{path} holds a {type(model).__name__}, not an FFLModel checkpoint.")
+    if not isinstance(model, methods.MultiHeadModel):
+        raise RunError(f"{path} holds a {type(model).__name__}, not a keras_ffl checkpoint.")
     model.jit_compile = _resolve_jit_compile(jit_compile)
     return model
 
@@ -520,8 +590,9 @@ def _dtype_policy(mixed_precision):
         keras.config.set_dtype_policy(previous)
 
 
-def _best_row(history):
-    """The history row with the best fused test accuracy (the first among ties)."""
+def _best_row(config, history):
+    """The history row with the best test accuracy of the method's primary head
+    (the first among ties)."""
     if not history:
         return None
-    return max(history, key=lambda row: float(row[BEST_METRIC]))
+    return max(history, key=lambda row: float(row[config.best_metric]))

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from keras_ffl import build_ffl_network, build_subnetwork, data
 from keras_ffl.batch_norm import BatchNorm, staged_sum
-from keras_ffl.losses import cross_entropy, ffl_loss_terms
+from keras_ffl.losses import cross_entropy
+from keras_ffl.methods.ffl import ffl_loss_terms
 
 EPSILON = 1e-5
 

@@ -23,7 +23,7 @@ def test_benchmark_writes_every_section(tmp_path):
             os.path.join(ROOT, "tools", "benchmark.py"),
             "--device=cpu",
             "--arch=resnet8",
-            "--models=vanilla,ffl2",
+            "--models=ffl",
             "--num_classes=10",
             "--batch_size=4",
             "--steps=2",
@@ -33,13 +33,13 @@ def test_benchmark_writes_every_section(tmp_path):
             "--pipeline_epochs=1",
             "--serving_steps=2",
             "--serving_batch=4",
-            "--serving_heads=fused",
+            "--serving_heads=fused,sub1",
             f"--output={output}",
         ],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Ratios" in process.stdout
@@ -50,26 +50,31 @@ def test_benchmark_writes_every_section(tmp_path):
     assert machine["tensorflow"] and machine["keras"]
     assert machine["jit_compile"] is False  # The CPU default.
 
-    assert set(results["training"]) == {"resnet8", "ffl_resnet8_x2"}
+    # The vanilla baseline is always measured.
+    assert set(results["training"]) == {"vanilla_resnet8", "ffl_resnet8_x2"}
     for entry in results["training"].values():
         assert entry["trainable_params"] > 0
         for mode in ("fit", "loop"):
             stats = entry[mode]
             assert stats["step_s"]["n"] == 2 and stats["step_s"]["median"] > 0
             assert stats["cpu_s"]["median"] > 0 and stats["images_per_s"] > 0
-            assert stats["step_memory_mib"] > 0 and stats["peak_rss_mib"] >= 0
+            assert stats["step_memory_mib"] >= 0 and stats["peak_rss_mib"] >= 0
         assert entry["fit"]["steps_per_execution"] == 1
+    # At batch 4 a step may fit in memory freed by the previous one; not for every model.
+    assert max(e["fit"]["step_memory_mib"] for e in results["training"].values()) > 0
 
     pipeline = results["pipeline"]
     assert pipeline["images_per_s"] > 0 and pipeline["cpu_s_per_image"]["median"] > 0
 
-    assert set(results["serving"]) == {"resnet8/logits", "ffl_resnet8_x2/fused"}
+    assert set(results["serving"]) == {
+        "vanilla_resnet8/sub1", "ffl_resnet8_x2/fused", "ffl_resnet8_x2/sub1"
+    }
     for entry in results["serving"].values():
         for batch in ("batch_1", "batch_4"):
             assert entry[batch]["latency_s"]["median"] > 0 and entry[batch]["images_per_s"] > 0
 
     ratios = results["ratios"]
-    assert ratios["ffl_resnet8_x2 fit / resnet8 fit"]["cpu"] > 0
+    assert ratios["ffl_resnet8_x2 fit / vanilla_resnet8 fit"]["cpu"] > 0
     assert ratios["ffl_resnet8_x2 fit / loop"]["wall_paired"]["median"] > 0
     assert ratios["pipeline / ffl_resnet8_x2 fit images per s"]["wall"] > 0
     assert results["memory"]["max_rss_mib"] > 0

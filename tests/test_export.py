@@ -158,7 +158,7 @@ def test_extraction_accepts_ffl_models_and_rejects_bad_heads():
         with pytest.raises(ValueError, match=r"k must be a sub-network number in 1\.\.2"):
             extract_subnetwork(model, k)
     plain = build_subnetwork("resnet8", NUM_CLASSES, IMAGE_SHAPE)
-    with pytest.raises(ValueError, match="build_ffl_network"):
+    with pytest.raises(ValueError, match="keras_ffl model or its network"):
         extract_fused(plain)
 
 

@@ -151,7 +151,11 @@ def test_short_fit_writes_every_output(kind, tmp_path, idx_data):
     assert saved["num_classes"] == (10 if kind == "fashion_mnist" else 3)
     assert len(saved["image_shape"]) == 3 and len(saved["mean"]) == len(saved["std"])
     assert saved["image_shape"][-1] == len(saved["mean"])
-    assert (saved["fusion"], saved["fusion_channels"]) == ("fusion", "min")
+    assert saved["method"] == "ffl"
+    assert (saved["method_options"]["fusion"], saved["method_options"]["fusion_channels"]) == (
+        "fusion",
+        "min",
+    )
 
     history = read_history(model_dir)
     assert [row["epoch"] for row in history] == ["0", "1"]
@@ -385,7 +389,8 @@ def test_an_unknown_architecture_is_refused(idx_data):
 def test_a_different_configuration_is_refused_naming_the_keys(good_run):
     config, model_dir = good_run
     before = snapshot(model_dir)
-    other = dataclasses.replace(config, batch_size=16, temperature=4.0, epochs=9)
+    options = {**config.method_options, "temperature": 4.0}
+    other = dataclasses.replace(config, batch_size=16, method_options=options, epochs=9)
     with pytest.raises(training.RunError) as error:
         training.prepare(other, model_dir)
     message = str(error.value)
@@ -475,7 +480,14 @@ def test_recipe_values_are_defaults_that_given_values_override():
     imagenet = recipes.RECIPES["imagenet"]
     assert (imagenet.arch, imagenet.epochs, imagenet.batch_size) == (("resnet34",), 90, 256)
     assert (imagenet.lr_milestones, imagenet.rampup_epochs) == ((30, 60), 20)
-    assert (imagenet.fusion_channels, imagenet.top5) == ("sum", True)
+    assert imagenet.top5
+    # Paper §IV-B: on ImageNet the fusion module keeps sum(C_k) channels.
+    config = training.resolve_config("fashion_mnist", recipe="imagenet", steps_per_epoch=1)
+    assert config.method_options["fusion_channels"] == "sum"
+    config = training.resolve_config(
+        "fashion_mnist", recipe="imagenet", steps_per_epoch=1, fusion_channels="min"
+    )
+    assert config.method_options["fusion_channels"] == "min"
 
 
 def test_several_architectures_make_case_2():
@@ -492,7 +504,7 @@ def test_help_explains_every_flag():
 
     help_text = fit.FLAGS.module_help(fit)
     flags = [
-        "dataset", "data_dir", "model_dir", "recipe", "arch", "branches", "shared_stages",
+        "method", "dataset", "data_dir", "model_dir", "recipe", "arch", "branches", "shared_stages",
         "fusion", "fusion_channels", "sync_bn", "temperature", "rampup_epochs", "ekd", "fkd",
         "top5", "epochs", "batch_size", "eval_batch_size", "learning_rate", "lr_milestones",
         "lr_factor", "weight_decay", "fusion_weight_decay", "steps_per_epoch",

@@ -1,7 +1,7 @@
-"""Benchmark FFL training, a bare training loop, the input pipeline and serving, in one run.
+"""Benchmark every method's training, a bare training loop, the input pipeline and serving, in one run.
 
   python tools/benchmark.py                       # everything, CIFAR-100 shapes, batch 128
-  python tools/benchmark.py --models=vanilla,ffl2 --steps=60 --sections=fit,loop
+  python tools/benchmark.py --models=vanilla,ffl,dml --steps=60 --sections=fit,loop
   python tools/benchmark.py --reference=../shared/reference/FFL-pytorch   # paired with PyTorch
 
 With --reference (a checkout of the official FFL-pytorch code; PyTorch installed)
@@ -11,7 +11,7 @@ in worker processes of their own, interleaved.
 
 Sections (--sections), all in one process:
   fit       `model.fit` as users run it (steps_per_execution=1), per-step times from a
-            callback, for the vanilla baseline and the FFL models (--models).
+            callback, for the vanilla baseline and every method's model (--models).
   loop      a bare `tf.function` training step (GradientTape around the same model's
             loss, then `optimizer.apply`, no metrics) on the same model and optimizer:
             what `fit` costs on top of the compiled step.
@@ -73,9 +73,8 @@ import reference_benchmark  # noqa: E402  (tools/, beside this file)
 import step_profile  # noqa: E402
 
 FLAGS = flags.FLAGS
-#: vanilla: one --arch network, plain Keras training (the fair baseline); ffl2, ffl3: FFL
-#: case 1 with 2 or 3 branches of --arch; case2: FFL of --arch and --arch2, nothing shared.
-MODELS = ("vanilla", "ffl2", "ffl3", "case2")
+#: The baseline every model's step is compared with: one --arch network trained alone.
+BASELINE = "vanilla"
 SECTIONS = ("fit", "loop", "pipeline", "serving")
 OPTIONAL_SECTIONS = ("profile",)
 
@@ -88,9 +87,10 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_list(
     "models",
-    list(MODELS),
-    "Models to benchmark, a subset of vanilla (one --arch), ffl2 / ffl3 (FFL, --arch with 2 / 3 "
-    "branches), case2 (FFL of --arch and --arch2).",
+    [*keras_ffl.method_names(), "ffl:3", "ffl@case2"],
+    "Models to benchmark, each a registered method (keras_ffl.method_names()) on --arch, "
+    "optionally with a number of sub-networks (ffl:3) or on --arch and --arch2 (ffl@case2). "
+    "Default: every method with 2 sub-networks (vanilla: 1), FFL with 3, FFL case 2.",
 )
 flags.DEFINE_string("arch", "resnet32", "Sub-network architecture (keras_ffl.get_architecture).")
 flags.DEFINE_string("arch2", "wrn16_2", "The second architecture of the case2 model.")
@@ -122,7 +122,7 @@ flags.DEFINE_integer(
     "serving_batch", 128, "The larger serving batch size (besides 1).", lower_bound=1
 )
 flags.DEFINE_list(
-    "serving_heads", ["fused", "sub1", "sub2"], "Heads of FFL models to serve (those present)."
+    "serving_heads", ["fused", "sub1", "sub2"], "Heads to serve, of the models that have them."
 )
 flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: TF's default).", lower_bound=0)
 flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).", lower_bound=0)
@@ -245,39 +245,35 @@ MIB = 1 << 20
 # Models ----------------------------------------------------------------------------------
 
 
+def parse_model(key):
+    """(method, architectures, branches) of a --models entry such as "dml", "ffl:3" or
+    "ffl@case2"."""
+    method, _, variant = key.partition("@")
+    method, _, branches = method.partition(":")
+    method_class = keras_ffl.get_method(method)
+    if variant and variant != "case2":
+        raise ValueError(f"Unknown variant @{variant} in --models={key}; the one variant is @case2.")
+    if variant:
+        return method, [FLAGS.arch, FLAGS.arch2], 2
+    default = method_class.fixed_subnetworks or 2
+    return method, FLAGS.arch, int(branches) if branches else default
+
+
 def model_name(key):
     """The descriptive name of model `key` under --arch/--arch2, e.g. "ffl_resnet32_x2"."""
-    return {
-        "vanilla": FLAGS.arch,
-        "ffl2": f"ffl_{FLAGS.arch}_x2",
-        "ffl3": f"ffl_{FLAGS.arch}_x3",
-        "case2": f"ffl_{FLAGS.arch}_{FLAGS.arch2}",
-    }[key]
+    method, architectures, branches = parse_model(key)
+    if isinstance(architectures, list):
+        return f"{method}_{'_'.join(architectures)}"
+    return f"{method}_{architectures}" + (f"_x{branches}" if branches > 1 else "")
 
 
 def build(key, num_classes, jit_compile):
-    """Compiled model `key` as users build it: vanilla (plain Keras) or an FFLModel."""
-    shape = (32, 32, 3)
-    if key == "vanilla":
-        # The fair baseline: one sub-network, plain Keras training, the same optimizer.
-        model = keras_ffl.build_subnetwork(FLAGS.arch, num_classes, shape)
-        model.compile(
-            optimizer=keras_ffl.ffl_sgd(0.1),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=jit_compile,
-        )
-        return model
-    if key in ("ffl2", "ffl3"):
-        network = keras_ffl.build_ffl_network(
-            FLAGS.arch, num_classes, shape, num_branches=2 if key == "ffl2" else 3
-        )
-    elif key == "case2":
-        network = keras_ffl.build_ffl_network([FLAGS.arch, FLAGS.arch2], num_classes, shape)
-    else:
-        raise ValueError(f"Unknown model {key!r}; known: {MODELS}.")
-    model = keras_ffl.FFLModel(network, temperature=3.0, rampup_epochs=80)
-    model.compile(optimizer=keras_ffl.ffl_sgd(0.1), jit_compile=jit_compile)
+    """Compiled model `key` as the training command builds it, from the method registry."""
+    method, architectures, branches = parse_model(key)
+    model = keras_ffl.get_method(method).create(
+        architectures, num_classes, (32, 32, 3), branches=branches, rampup_epochs=80
+    )
+    model.compile(optimizer=model.make_optimizer(0.1), jit_compile=jit_compile)
     return model
 
 
@@ -290,29 +286,13 @@ def synthetic_batches(batch_size, num_classes, seed, count=8):
 
 
 def bare_step(model, jit_compile):
-    """A compiled training step on `model` without Keras's trainer: loss, gradients, apply."""
+    """A compiled training step on `model` without Keras's trainer: the method's joint
+    loss, gradients, apply (no metrics)."""
     variables = model.trainable_variables
-    if isinstance(model, keras_ffl.FFLModel):
-        heads = model.sub_heads
 
-        def loss_fn(x, y):
-            logits = model.network(x, training=True)
-            terms = keras_ffl.ffl_loss_terms(
-                y,
-                [logits[h] for h in heads],
-                logits["fused"],
-                temperature=model.temperature,
-                distill_weight=model.distill_weight,
-                ekd=model.ekd,
-                fkd=model.fkd,
-            )
-            return tf.nn.compute_average_loss(terms["total"])
-
-    else:
-        cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        def loss_fn(x, y):
-            return cross_entropy(y, model(x, training=True))
+    def loss_fn(x, y):
+        _, terms = model.forward(x, y, training=True)
+        return tf.nn.compute_average_loss(terms["total"])
 
     # As in Keras's trainer: XLA cannot compile the iterator, so the compiled
     # computation is an inner function of the one that reads the data.
@@ -565,24 +545,11 @@ def benchmark_pipeline(sampler):
 
 
 def export_for_serving(name, model, export_dir):
-    """{head: SavedModel path} of `model`, exported with keras_ffl.export.
-
-    The vanilla model is not an FFL network, so its SavedModel gets the same
-    serving signature (uint8 images in, normalisation in the graph) from
-    keras_ffl.export.serving directly.
-    """
+    """{head: SavedModel path} of `model`'s --serving_heads, exported with keras_ffl.export."""
     spec = data.get_spec("cifar100")
-    if isinstance(model, keras_ffl.FFLModel):
-        result = export_savedmodels(
-            model, export_dir, name, mean=spec.mean, std=spec.std, version=1
-        )
-        paths = {m.name.removeprefix(f"{name}_"): m.path for m in result.models}
-        return {h: p for h, p in paths.items() if h in FLAGS.serving_heads}
-    path = os.path.join(export_dir, name, "1")
-    serving.build_archive(model, spec.image_shape, spec.mean, spec.std).write_out(
-        path, verbose=False
-    )
-    return {"logits": path}
+    result = export_savedmodels(model, export_dir, name, mean=spec.mean, std=spec.std, version=1)
+    paths = {m.name.removeprefix(f"{name}_"): m.path for m in result.models}
+    return {h: p for h, p in paths.items() if h in FLAGS.serving_heads}
 
 
 def benchmark_serving(models, device, sampler):
@@ -737,7 +704,7 @@ def ratios(results):
     """
     out = {}
     train = results.get("training", {})
-    baseline = model_name("vanilla")
+    baseline = model_name(BASELINE)
     base = train.get(baseline, {}).get("fit")
     for name, entry in train.items():
         if base and "fit" in entry and name != baseline:
@@ -756,32 +723,6 @@ def ratios(results):
                 "cpu_share": pipeline["cpu_s_per_image"]["median"]
                 / (entry["fit"]["cpu_s"]["median"] / FLAGS.batch_size),
             }
-    return out
-
-
-def targets(ratios_):
-    """Issue 5's targets, where measured: {target: {"limit", estimates..., "met"}}.
-
-    "met" judges the wall-time median ratio; the other estimates show how much
-    the verdict depends on the machine's load.
-    """
-    ffl2, vanilla = model_name("ffl2"), model_name("vanilla")
-    wanted = (
-        (f"{ffl2} fit <= 1.3 x {vanilla} fit", f"{ffl2} fit / {vanilla} fit", 1.3, False),
-        (f"{ffl2} fit <= 1.05 x bare loop", f"{ffl2} fit / loop", 1.05, False),
-        (f"pipeline >= 5 x {ffl2} fit images/s", f"pipeline / {ffl2} fit images per s", 5.0, True),
-    )
-    out = {}
-    for name, key, limit, at_least in wanted:
-        if key not in ratios_:
-            continue
-        value = ratios_[key]
-        entry = {"limit": limit, "wall": value["wall"]}
-        if "wall_paired" in value:
-            entry["wall_paired"] = value["wall_paired"]["median"]
-            entry["cpu"] = value["cpu"]
-        entry["met"] = bool(value["wall"] >= limit if at_least else value["wall"] <= limit)
-        out[name] = entry
     return out
 
 
@@ -809,7 +750,7 @@ def print_report(results):
         )
         print(header)
         print("-" * len(header))
-        base = train.get(model_name("vanilla"), {}).get("fit")
+        base = train.get(model_name(BASELINE), {}).get("fit")
         for name, entry in train.items():
             for mode in ("fit", "loop"):
                 if mode not in entry:
@@ -828,7 +769,7 @@ def print_report(results):
                 )
         print(
             "  (ms: wall time per step; CPU s: process CPU seconds per step, all threads; "
-            f"x vanilla: vs {model_name('vanilla')} fit;\n   step MiB: TF allocator peak of a "
+            f"x vanilla: vs {model_name(BASELINE)} fit;\n   step MiB: TF allocator peak of a "
             "step above what was allocated before it)"
         )
     pipeline = results.get("pipeline")
@@ -872,19 +813,6 @@ def print_report(results):
                     f"  {key:<44} wall {value['wall']:5.1f}  (pipeline CPU = "
                     f"{100 * value['cpu_share']:.1f}% of training's)"
                 )
-    if results.get("targets"):
-        print("\nTargets (met: by the wall-time median ratio)")
-        for name, entry in results["targets"].items():
-            others = ", ".join(
-                f"{k.replace('wall_paired', 'paired')} {entry[k]:.2f}"
-                for k in ("wall_paired", "cpu")
-                if k in entry
-            )
-            verdict = "met" if entry["met"] else "NOT MET"
-            print(
-                f"  {name:<44} {entry['wall']:7.2f}  {verdict:<7}"
-                + (f"  ({others})" if others else "")
-            )
     print(
         f"\nProcess RSS high-water mark {results['memory']['max_rss_mib']:.0f} MiB; load average "
         f"{info['load_average_start']} at start, {results['memory'].get('load_average_end')} at end."
@@ -912,9 +840,11 @@ def configure(device_flag):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    unknown = set(FLAGS.models) - set(MODELS)
-    if unknown:
-        raise app.UsageError(f"Unknown --models {sorted(unknown)}; choose from {MODELS}.")
+    try:
+        for key in FLAGS.models:
+            parse_model(key)
+    except ValueError as err:
+        raise app.UsageError(f"--models: {err}") from err
     unknown = set(FLAGS.sections) - set(SECTIONS + OPTIONAL_SECTIONS)
     if unknown:
         raise app.UsageError(
@@ -930,7 +860,7 @@ def main(argv):
     # auto: off on CPU, on on GPU (measurements in the comment above --jit_compile).
     jit_compile = {"true": True, "false": False}.get(FLAGS.jit_compile, device_type == "gpu")
     keras.utils.set_random_seed(FLAGS.seed)
-    keys = [m for m in MODELS if m in FLAGS.models]
+    keys = list(dict.fromkeys([BASELINE, *FLAGS.models]))
     modes = [m for m in ("fit", "loop") if m in FLAGS.sections]
     results = {"machine": machine_info(device_type, jit_compile)}
     with MemorySampler() as sampler:
@@ -952,7 +882,6 @@ def main(argv):
             print("Profile", flush=True)
             results["profile"] = benchmark_profile(models, device)
     results["ratios"] = ratios(results)
-    results["targets"] = targets(results["ratios"])
     results["memory"] = {
         "max_rss_mib": max_rss_bytes() / MIB,
         "rss_source": sampler.source,

@@ -1,11 +1,12 @@
-"""Export a trained FFL model for TF Serving and for downstream Keras apps.
+"""Export a trained model of any method for TF Serving and for downstream Keras apps.
 
   python tools/export.py --model_dir=runs/cifar100_resnet32
   python tools/export.py --model=ffl.keras --dataset=cifar100 --name=c100
 
-writes <export_dir>/<name>_fused/<version>/ and <name>_sub<k>/<version>/
-SavedModels, <name>_sub<k>.keras, <name>_sub<k>_backbone.keras, <name>_fused.keras
-and models.config; see export/README.md.
+writes a SavedModel per head, <export_dir>/<name>_<head>/<version>/ (sub1..subn and the
+method's combined head: FFL's fused, ONE's gated, the ensemble's, DualNet's avg),
+<name>_sub<k>.keras, <name>_sub<k>_backbone.keras, <name>_<head>.keras and
+models.config; see export/README.md.
 """
 
 import os
@@ -28,7 +29,7 @@ flags.DEFINE_enum(
     ["best", "last"],
     "With --model_dir: the checkpoint (default: best.keras if present, else last.keras).",
 )
-flags.DEFINE_string("model", None, "A saved FFLModel (.keras); needs --dataset or --mean/--std.")
+flags.DEFINE_string("model", None, "A saved model of any method (.keras); needs --dataset or --mean/--std.")
 flags.DEFINE_string("dataset", None, "With --model: the dataset whose mean/std/image shape to use.")
 flags.DEFINE_list("mean", None, "With --model: per-channel mean in 0..255 pixel units.")
 flags.DEFINE_list("std", None, "With --model: per-channel std in 0..255 pixel units.")

@@ -175,7 +175,7 @@ class KerasWorker:
         import keras
 
         keras.utils.set_random_seed(seed)
-        self.model = benchmark.build("ffl2" if model == "ffl" else "vanilla", num_classes, False)
+        self.model = benchmark.build(model, num_classes, False)
         self.serving = None
 
     def train(self, steps):

@@ -31,7 +31,7 @@ flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate; x0.1 at 50% and 75% of the epochs.")
 flags.DEFINE_bool("report_only", False, "Only rebuild the report from finished runs.")
 
-# name -> (label, kind, options). Letters are the rows of the paper's Table II.
+# name -> (label, method, options). Letters are the rows of the paper's Table II.
 CONFIGS = {
     "vanilla": ("Vanilla sub-network", "vanilla", {}),
     "vanilla_b": ("Second vanilla (for the 2-net ensemble)", "vanilla", {}),
@@ -57,10 +57,10 @@ def train_run(name, seed, run_dir):
     import keras
     import numpy as np
 
-    import keras_ffl
     from keras_ffl import data, training
+    from keras_ffl.heads import SUB_MEAN
 
-    label, kind, options = CONFIGS[name]
+    label, method, options = CONFIGS[name]
     run_seed = seed + SEED_OFFSET.get(name, 0)
     keras.utils.set_random_seed(run_seed)
     spec = data.get_spec(_FLAGS.dataset)
@@ -69,34 +69,23 @@ def train_run(name, seed, run_dir):
     ).repeat()
     test = data.make_dataset(spec, "test", 500, data_dir=_FLAGS.data_dir, training=False)
     plan = recipe(_FLAGS.epochs)
-    if kind == "vanilla":
-        model = keras_ffl.build_subnetwork(_FLAGS.arch, spec.num_classes, spec.image_shape)
-        schedule = keras_ffl.step_learning_rate(
-            _FLAGS.learning_rate, plan["milestones"], _FLAGS.steps_per_epoch
-        )
-        model.compile(
-            optimizer=keras_ffl.ffl_sgd(learning_rate=schedule),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
-        )
-    else:
-        # The training command's own model: the same recipe, resolved the same way.
-        config = training.resolve_config(
-            _FLAGS.dataset,
-            recipe="small",
-            seed=run_seed,
-            data_dir=_FLAGS.data_dir,
-            arch=(_FLAGS.arch,),
-            branches=2,
-            epochs=_FLAGS.epochs,
-            steps_per_epoch=_FLAGS.steps_per_epoch,
-            batch_size=_FLAGS.batch_size,
-            learning_rate=_FLAGS.learning_rate,
-            lr_milestones=plan["milestones"],
-            rampup_epochs=plan["rampup_epochs"],
-            **options,
-        )
-        model = training.build_model(config)
+    # The training command's own model: the same recipe, resolved the same way.
+    config = training.resolve_config(
+        _FLAGS.dataset,
+        method=method,
+        recipe="small",
+        seed=run_seed,
+        data_dir=_FLAGS.data_dir,
+        arch=(_FLAGS.arch,),
+        epochs=_FLAGS.epochs,
+        steps_per_epoch=_FLAGS.steps_per_epoch,
+        batch_size=_FLAGS.batch_size,
+        learning_rate=_FLAGS.learning_rate,
+        lr_milestones=plan["milestones"],
+        rampup_epochs=plan["rampup_epochs"],
+        **options,
+    )
+    model = training.build_model(config)
     start = time.time()
     history = model.fit(
         train,
@@ -105,14 +94,15 @@ def train_run(name, seed, run_dir):
         validation_data=test,
         verbose=2,
     ).history
-    if kind == "vanilla":
-        accuracy = {"net": history["val_acc"]}
+    if method == "vanilla":
+        accuracy = {"net": history[f"val_{model.primary_head}_acc"]}
         # Kept to score the averaged ensemble of two independently trained networks.
-        np.save(os.path.join(run_dir, "test_logits.npy"), model.predict(test, verbose=0))
+        logits = model.predict(test, verbose=0)[model.primary_head]
+        np.save(os.path.join(run_dir, "test_logits.npy"), logits)
         labels = np.concatenate([y for _, y in test.as_numpy_iterator()])
         np.save(os.path.join(run_dir, "test_labels.npy"), labels)
     else:
-        heads = model.sub_heads + ["fused", "ensemble", "sub_mean"]
+        heads = model.metric_heads + [SUB_MEAN]
         accuracy = {head: history[f"val_{head}_acc"] for head in heads}
     result = {
         "config": name,

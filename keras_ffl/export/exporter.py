@@ -1,9 +1,11 @@
-"""Export a trained FFL model: a TF Serving SavedModel per head, `.keras` files, models.config.
+"""Export a trained model of any method: a TF Serving SavedModel per head, `.keras` files,
+models.config.
 
-For a model named N (n sub-networks), `export_dir` receives
-  N_fused/<version>/, N_sub1/<version>/ .. N_subn/<version>/   SavedModels for TF Serving
-  N_sub<k>.keras, N_sub<k>_backbone.keras, N_fused.keras        for downstream Keras apps
-  models.config                                                 every model in export_dir
+For a model named N (n sub-networks and the method's combined heads, e.g. FFL's
+"fused"), `export_dir` receives
+  N_<head>/<version>/ for every head (N_sub1 .. N_subn, N_fused)   SavedModels for TF Serving
+  N_sub<k>.keras, N_sub<k>_backbone.keras, N_<head>.keras           for downstream Keras apps
+  models.config                                                     every model in export_dir
 Each SavedModel is loaded back and its probabilities compared with the Keras
 network's before anything is moved into place.
 """
@@ -19,11 +21,11 @@ import tensorflow as tf
 from keras_ffl.export import layout, serving
 from keras_ffl.export.extraction import (
     as_network,
-    extract_fused,
+    extract_head,
     extract_subnetwork,
-    num_subnetworks,
+    has_features,
 )
-from keras_ffl.heads import FUSED, sub_name
+from keras_ffl.heads import features_layer, network_heads, sub_heads, sub_index
 
 CHECKPOINTS = ("best", "last")
 VERIFY_BATCH = 8
@@ -123,10 +125,10 @@ def export_savedmodels(
     overwrite=False,
     atol=1e-5,
 ):
-    """Exports every head of an FFL model for TF Serving and for Keras apps.
+    """Exports every head of a trained model for TF Serving and for Keras apps.
 
     Args:
-      model_or_network: an `FFLModel` or a network from `build_ffl_network`.
+      model_or_network: a trained model of any method (e.g. an `FFLModel`) or its network.
       export_dir: the TF Serving model root; created if missing.
       name: prefix of the model names, e.g. "cifar100_resnet32".
       mean, std: the per-channel normalisation the model was trained with (0..255 units).
@@ -146,8 +148,8 @@ def export_savedmodels(
     image_shape = _image_shape(network, image_shape)
     mean = _channel_stats("mean", mean, image_shape[-1])
     std = _channel_stats("std", std, image_shape[-1])
-    n = num_subnetworks(network)
-    heads = [FUSED] + [sub_name(k) for k in range(1, n + 1)]
+    subs = sub_heads(network_heads(network))
+    heads = [h for h in network_heads(network) if h not in subs] + subs
     model_names = {head: f"{name}_{head}" for head in heads}
     export_dir = os.path.abspath(export_dir)
     if version is None:
@@ -158,7 +160,7 @@ def export_savedmodels(
         0, 256, (VERIFY_BATCH, *image_shape), dtype=np.uint8
     )
     with layout.staging(export_dir, name) as stage:
-        keras_files = _stage_keras_files(network, n, name, stage)
+        keras_files = _stage_keras_files(network, heads, name, stage)
         models = []
         for head in heads:
             relative = os.path.join(model_names[head], str(version))
@@ -189,21 +191,28 @@ def export_savedmodels(
 
 
 def _stage_saved_model(network, head, image_shape, mean, std, path):
-    if head == FUSED:
-        classifier = extract_fused(network)
-        features = (f"{FUSED}_features", f"{FUSED}_features")
-    else:
-        classifier = extract_subnetwork(network, int(head.removeprefix("sub")))
-        features = None
+    classifier = extract_head(network, head)
+    features = None
+    if sub_index(head) is None and has_features(network, head):
+        features = (features_layer(head), features_layer(head))
     archive = serving.build_archive(classifier, image_shape, mean, std, features=features)
     archive.write_out(path, verbose=False)
 
 
-def _stage_keras_files(network, n, name, stage):
+def _stage_keras_files(network, heads, name, stage):
     """Saves the `.keras` models into `stage`; returns {file name: description}."""
     files = {}
-    for k in range(1, n + 1):
-        head = sub_name(k)
+    for head in heads:
+        k = sub_index(head)
+        if k is None:
+            model = extract_head(network, head, name=f"{name}_{head}")
+            file_name = f"{name}_{head}.keras"
+            model.save(os.path.join(stage, file_name))
+            stock = all(type(layer).__module__.startswith("keras.") for layer in model.layers)
+            files[file_name] = f"the {head} head; " + (
+                "stock Keras layers only" if stock else "needs keras_ffl to load"
+            )
+            continue
         for include_top, suffix, what in (
             (True, "", "with classifier"),
             (False, "_backbone", "feature map out"),
@@ -213,9 +222,6 @@ def _stage_keras_files(network, n, name, stage):
                 os.path.join(stage, file_name)
             )
             files[file_name] = f"sub-network {k}, {what}; stock Keras layers only"
-    file_name = f"{name}_{FUSED}.keras"
-    extract_fused(network, name=f"{name}_{FUSED}").save(os.path.join(stage, file_name))
-    files[file_name] = "fused classifier; needs keras_ffl (FusionBlock) to load"
     return files
 
 
@@ -243,7 +249,7 @@ def _verify(network, head, path, images, mean, std, atol):
 
 
 def load_checkpoint(model_dir, checkpoint=None):
-    """(FFLModel, config dict) of a training run's directory.
+    """(model, config dict) of a training run's directory, for any method.
 
     `checkpoint` is "best" or "last"; by default best.keras if present, else last.keras.
     """
