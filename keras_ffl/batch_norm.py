@@ -72,17 +72,15 @@ def batch_norm_training(x, gamma, beta, epsilon, synchronized=False, name="batch
                 return _gradient(d_outputs)
 
         def _gradient(d_outputs):
-            sums = _all_reduce(
-                tf.stack([staged_sum(d_outputs), staged_sum(d_outputs * centred)]),
-                synchronized,
-            )
-            d_beta, d_scale_centred = sums[0], sums[1]
-            d_gamma = d_scale_centred * inv_std
-            # dx = scale * (dy - mean(dy) - centred * mean(dy * centred) / var_eps)
-            d_x = (d_outputs - tf.reshape(d_beta / count, broadcast)) * tf.reshape(
+            # This replica's sums give gamma's and beta's gradients (the optimizer sums
+            # those over replicas); the input's gradient needs the global sums.
+            local = tf.stack([staged_sum(d_outputs), staged_sum(d_outputs * centred)])
+            sum_dy, sum_dy_centred = tf.unstack(_all_reduce(local, synchronized))
+            # dx = scale * (dy - mean(dy) - centred * mean(dy * centred) / (variance + eps))
+            d_x = (d_outputs - tf.reshape(sum_dy / count, broadcast)) * tf.reshape(
                 scale, broadcast
-            ) - centred * tf.reshape(scale * inv_std * inv_std * d_scale_centred / count, broadcast)
-            return d_x, d_gamma, d_beta
+            ) - centred * tf.reshape(scale * inv_std * inv_std * sum_dy_centred / count, broadcast)
+            return d_x, local[1] * inv_std, local[0]
 
         return (outputs, mean, variance), gradient
 

@@ -71,6 +71,10 @@ def test_report_judges_every_target():
             "official/ffl": 850.0, "keras_ffl/ffl": 1000.0,
             "official/vanilla": 700.0, "keras_ffl/vanilla": 900.0,
         },
+        "import_rss_mib": {
+            "official/ffl": 220.0, "keras_ffl/ffl": 600.0,
+            "official/vanilla": 220.0, "keras_ffl/vanilla": 600.0,
+        },
     }  # fmt: skip
     rows = {row["what"]: row for row in reference_benchmark.report(results)}
     ffl = rows["ffl ResNet-32 training step (throughput ratio)"]
@@ -83,3 +87,5 @@ def test_report_judges_every_target():
     assert inference["ratio"]["median"] == pytest.approx(2.8) and inference["met"]
     memory = rows["peak RSS while training ffl (MiB; keras_ffl / official)"]
     assert memory["ratio"]["median"] == pytest.approx(1000 / 850) and memory["met"]
+    growth = rows["  of which above the framework's import (ffl)"]
+    assert growth["ratio"]["median"] == pytest.approx(400 / 630) and growth["met"] is None

@@ -635,6 +635,9 @@ def print_profile(profile):
         )
         print(f"{category:<22}{cells}")
     print(f"{'total op time':<22}" + "".join(f"{totals[n]:15.1f}        " for n in names))
+    for name in names:
+        parts = ", ".join(f"{part} {ms:.0f}" for part, ms in profile[name]["by_part"].items())
+        print(f"  {name} by part (ms): {parts}")
 
 
 # Machine, report --------------------------------------------------------------------------

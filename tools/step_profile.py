@@ -45,6 +45,8 @@ _LOSS_AND_METRIC_TYPES = {
     "Equal", "DivNoNan", "AssignAddVariableOp", "TopKV2", "InTopKV2",
 }  # fmt: skip
 # Wrappers whose events contain the ops they run.
+# Where in the network an op runs: "shared_stage2", "sub1_stage3", "stage1", "fusion"...
+_PART = re.compile(r"(?:^|/)((?:shared_|sub\d+_)?(?:stem|stage\d+)|fusion)")
 _CONTAINERS = {"StatefulPartitionedCall", "PartitionedCall", "While", "If", "StatelessIf"}
 
 
@@ -114,15 +116,20 @@ def trace(run_steps):
 
 
 def profile_steps(run_steps, steps, network_scope, optimizer_scope="coupled_sgd"):
-    """Op time per step by category: {"ms_per_step": {category: ms}, "top_ops": [...]}.
+    """Op time per step by category: {"ms_per_step": {category: ms}, "top_ops": [...], "by_part": {...}}.
 
     `run_steps()` must run `steps` training steps. "top_ops" lists the 15 op
-    types (by category) that took the most time, in ms per step.
+    types (by category) that took the most time, in ms per step; "by_part" the
+    op time of each stage of each sub-network (forward and gradient), e.g.
+    "shared_stage2", "sub2_stage3", "fusion".
     """
     durations = op_durations(trace(run_steps))
     per_category = collections.Counter()
     per_type = collections.Counter()
+    per_part = collections.Counter()
     for (name, op_type), picoseconds in durations.items():
+        part = _PART.search(name)
+        per_part[part.group(1) if part else "other"] += picoseconds
         category = classify(name, op_type, network_scope, optimizer_scope)
         per_category[category] += picoseconds
         per_type[(category, op_type)] += picoseconds
@@ -133,4 +140,5 @@ def profile_steps(run_steps, steps, network_scope, optimizer_scope="coupled_sgd"
             {"category": c, "op": t, "ms_per_step": v * to_ms}
             for (c, t), v in per_type.most_common(15)
         ],
+        "by_part": {part: v * to_ms for part, v in sorted(per_part.items())},
     }
