@@ -8,8 +8,6 @@ normalisation (x - mean) / std itself, so clients need not know it.
 import keras
 import tensorflow as tf
 
-from keras_ffl.export.folding import fold_batch_norms
-
 INPUT_NAME = "images"
 SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"
@@ -67,10 +65,6 @@ def classify(logits):
 def build_archive(classifier, image_shape, mean, std, features=None):
     """A `keras.export.ExportArchive` with the signatures of `classifier`.
 
-    The archive serves `classifier` with its BatchNorms folded into the
-    convolutions before them (`keras_ffl.export.folding`), which computes the
-    same function faster.
-
     Args:
       classifier: a functional model from normalised images to logits.
       image_shape: (H, W, C) of the images.
@@ -79,7 +73,6 @@ def build_archive(classifier, image_shape, mean, std, features=None):
         returning that layer's output of `classifier` under the output name.
     """
     spec = image_spec(tuple(image_shape))
-    classifier = fold_batch_norms(classifier)
 
     def serving_default(images):
         return classify(classifier(normalise(images, image_shape, mean, std), training=False))
