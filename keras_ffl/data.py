@@ -105,7 +105,7 @@ def get_spec(
         return _idx_spec(name.removeprefix("idx:"))
     if name not in _REGISTRY:
         known = ", ".join([*sorted(_REGISTRY), "folder:<dir>", "idx:<dir>"])
-        raise ValueError(f"Unknown dataset {name!r}. Known datasets: {known}.")
+        raise ValueError(f"Unknown dataset {name!r} — use one of: {known}")
     return _REGISTRY[name]
 
 
@@ -153,7 +153,7 @@ def num_examples(spec: DatasetSpec, split: str, data_dir: str | None = None) -> 
     """Returns how many examples `split` ("train" or "test") of `spec` holds."""
     split_name = _split_name(spec, split)
     if spec.name.startswith("folder:"):
-        return len(_folder_files(spec.name.removeprefix("folder:"), split_name)[0])
+        return len(folder_files(spec.name.removeprefix("folder:"), split_name)[0])
     if spec.name in _TFDS_DATASETS:
         ds = _tfds_split(spec, split_name, data_dir, training=False, seed=None)
         return int(ds.cardinality())
@@ -209,7 +209,7 @@ def _layer_name(name: str) -> str:
 def _split_name(spec: DatasetSpec, split: str) -> str:
     """Maps the role "train"/"test" to the dataset's own split name."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+        raise ValueError(f"split must be 'train' or 'test', got {split!r} — pass one of them")
     return spec.train_split if split == "train" else spec.eval_split
 
 
@@ -233,7 +233,7 @@ def _examples(
         return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
 
     if spec.name.startswith("folder:"):
-        paths, labels = _folder_files(spec.name.removeprefix("folder:"), split_name)
+        paths, labels = folder_files(spec.name.removeprefix("folder:"), split_name)
         ds = shuffled(tf.data.Dataset.from_tensor_slices((paths, labels)), len(paths))
         height, width, channels = spec.image_shape
         return ds.map(
@@ -362,20 +362,20 @@ def _missing_tfds_message(name: str, builder: tfds.core.DatasetBuilder) -> str:
     root = os.fspath(builder.data_dir_root)
     found = (
         f"TFDS dataset {name!r} is not prepared in data_dir {root} "
-        f"(looked for {builder.data_dir})."
+        f"(looked for {builder.data_dir}) —"
     )
     if name == "imagenet2012":
         manual = os.path.join(root, "downloads", "manual")
         return (
-            f"{found} Put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+            f"{found} put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
             f"{manual} and run `tfds build imagenet2012 --data_dir={root} "
             f"--manual_dir={manual}`, or pass --data_dir=<dir holding a prepared "
-            f"imagenet2012/>."
+            f"imagenet2012/>"
         )
     return (
-        f"{found} This machine cannot download it: on a machine with internet run "
+        f"{found} this machine cannot download it: on a machine with internet run "
         f"`tfds build {name} --data_dir=DIR`, copy DIR/{name} to {root}/{name}, "
-        f"or pass --data_dir=<dir holding a prepared {name}/>."
+        f"or pass --data_dir=<dir holding a prepared {name}/>"
     )
 
 
@@ -385,7 +385,7 @@ def _missing_tfds_message(name: str, builder: tfds.core.DatasetBuilder) -> str:
 def _idx_spec(directory: str) -> DatasetSpec:
     """Reads the classes, shape, mean and std of an IDX dataset's train split."""
     directory = os.path.abspath(directory)
-    images, labels = _read_idx_split(directory, "train")
+    images, labels = read_idx_split(directory, "train")
     sample = images[:: max(1, len(images) // _IDX_STATS_SAMPLE)].astype(np.float64)
     return DatasetSpec(
         name=f"idx:{directory}",
@@ -404,11 +404,11 @@ def _idx_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns the images and labels of an IDX-backed dataset's split."""
     if spec.name.startswith("idx:"):
-        return _read_idx_split(spec.name.removeprefix("idx:"), split_name)
-    return _read_idx_split(_fashion_mnist_dir(data_dir), split_name)
+        return read_idx_split(spec.name.removeprefix("idx:"), split_name)
+    return read_idx_split(fashion_mnist_dir(data_dir), split_name)
 
 
-def _fashion_mnist_dir(data_dir: str | None) -> str:
+def fashion_mnist_dir(data_dir: str | None) -> str:
     """Finds Fashion-MNIST's IDX files: in `data_dir` first, then Debian's."""
     candidates = [d for d in (data_dir, FASHION_MNIST_DIR) if d]
     for directory in candidates:
@@ -417,8 +417,8 @@ def _fashion_mnist_dir(data_dir: str | None) -> str:
         ):
             return directory
     raise FileNotFoundError(
-        f"Fashion-MNIST's IDX files were not found in {' or '.join(candidates)}. "
-        "Run `apt-get install dataset-fashion-mnist` (puts them in "
+        f"Fashion-MNIST's IDX files were not found in {' or '.join(candidates)} — "
+        "run `apt-get install dataset-fashion-mnist` (puts them in "
         f"{FASHION_MNIST_DIR}), or pass --data_dir=<dir holding "
         "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
         "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz>."
@@ -433,25 +433,32 @@ def _idx_path(directory: str, name: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4)
-def _read_idx_split(directory: str, split_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads one split's images (N, H, W, C) and labels (N,) from IDX files.
-
-    Cached because the spec, the example count and the pipeline all read the
-    same split; the arrays are read-only.
-    """
+def idx_files(directory: str, split_name: str) -> tuple[str, str]:
+    """The paths of one split's IDX images and labels files in `directory`."""
     paths = [_idx_path(directory, name) for name in _IDX_NAMES[split_name]]
     if None in paths:
         raise FileNotFoundError(
-            f"No IDX files for split {split_name!r} in {directory}: expected "
-            f"{' and '.join(_IDX_NAMES[split_name])} (optionally ending in .gz)."
+            f"No IDX files for split {split_name!r} in {directory} — add "
+            f"{' and '.join(_IDX_NAMES[split_name])} (optionally ending in .gz)"
         )
+    return paths[0], paths[1]
+
+
+@functools.lru_cache(maxsize=4)
+def read_idx_split(directory: str, split_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reads one split's images (N, H, W, C) and labels (N,) from IDX files.
+
+    Cached because the checks, the spec, the example count and the pipeline all
+    read the same split; the arrays are read-only.
+    """
+    paths = idx_files(directory, split_name)
     images = _read_idx(paths[0], ndims=(3, 4))
     labels = _read_idx(paths[1], ndims=(1,))
     if len(images) != len(labels):
         raise ValueError(
             f"{paths[0]} holds {len(images)} images but {paths[1]} holds "
-            f"{len(labels)} labels; the two files must come from the same split."
+            f"{len(labels)} labels — the two files must come from the same split: "
+            "write them again together"
         )
     if images.ndim == 3:
         images = images[..., np.newaxis]
@@ -466,22 +473,22 @@ def _read_idx(path: str, ndims: tuple[int, ...]) -> np.ndarray:
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"{path} cannot be read as gzip ({err}); re-download it.") from err
+        raise ValueError(f"{path} cannot be read as gzip ({err}) — re-download it") from err
     expected = " or ".join(f"{0x800 + n:#010x}" for n in ndims)
     magic = struct.unpack(">I", data[:4])[0] if len(data) >= 4 else None
     if magic is None or magic >> 8 != 0x08 or (magic & 0xFF) not in ndims:
         found = "no header" if magic is None else f"magic number {magic:#010x}"
         raise ValueError(
             f"{path} is not an IDX file of unsigned bytes with {ndims} dimensions: "
-            f"{found}, expected {expected}. Re-download it or write it in "
-            "MNIST's IDX format."
+            f"{found}, expected {expected} — re-download it or write it in "
+            "MNIST's IDX format"
         )
     header = 4 + 4 * (magic & 0xFF)
     shape = struct.unpack(f">{magic & 0xFF}I", data[4:header])
     if len(data) != header + int(np.prod(shape)):
         raise ValueError(
             f"{path} has {len(data) - header} bytes of data but its header "
-            f"announces shape {shape}; the file is truncated or corrupt, re-download it."
+            f"announces shape {shape}, so it is truncated or corrupt — re-download it"
         )
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
@@ -496,14 +503,12 @@ def _folder_spec(root: str, image_size: int | None) -> DatasetSpec:
     images, decoded exactly as the pipeline decodes them.
     """
     root = os.path.abspath(root)
-    classes = _folder_classes(root)
-    eval_split = next(
-        (s for s in ("test", "val") if os.path.isdir(os.path.join(root, s))), "test"
-    )
-    paths, _ = _folder_files(root, "train")
+    classes = folder_classes(root)
+    eval_split = folder_eval_split(root)
+    paths, _ = folder_files(root, "train")
     sample = paths[:: max(1, len(paths) // _FOLDER_STATS_SAMPLE)]
     decoded = tf.data.Dataset.from_tensor_slices(sample).map(
-        lambda path: tf.shape(_decode(path, 0)), num_parallel_calls=tf.data.AUTOTUNE
+        lambda path: tf.shape(decode_image(path, 0)), num_parallel_calls=tf.data.AUTOTUNE
     )
     shapes = {tuple(s) for s in decoded.as_numpy_iterator()}
     channels = 1 if all(c in (1, 2) for _, _, c in shapes) else 3
@@ -531,40 +536,48 @@ def _folder_spec(root: str, image_size: int | None) -> DatasetSpec:
     )
 
 
-def _folder_classes(root: str) -> list[str]:
+def folder_eval_split(root: str) -> str:
+    """The folder's test split: its test/ or val/ sub-directory ("test" when held out)."""
+    return next((s for s in ("test", "val") if os.path.isdir(os.path.join(root, s))), "test")
+
+
+def folder_classes(root: str) -> list[str]:
     """Returns the class names: the sub-folders of train/ (or of root), sorted."""
     train_dir = os.path.join(root, "train")
     class_root = train_dir if os.path.isdir(train_dir) else root
     if not os.path.isdir(class_root):
-        raise FileNotFoundError(f"Image folder {root} does not exist.")
+        raise FileNotFoundError(
+            f"Image folder {root} does not exist — pass a directory with one sub-folder "
+            "of images per class"
+        )
     if class_root == root and any(os.path.isdir(os.path.join(root, s)) for s in ("test", "val")):
         raise FileNotFoundError(
-            f"{root} has a test/ or val/ sub-directory but no train/; add train/ "
-            "with one sub-folder per class."
+            f"{root} has a test/ or val/ sub-directory but no train/ — add train/ "
+            "with one sub-folder per class"
         )
     classes = sorted(e.name for e in os.scandir(class_root) if e.is_dir())
     if not classes:
         raise ValueError(
-            f"{class_root} has no class sub-folders; put each class's images "
-            "in a sub-folder named after the class."
+            f"{class_root} has no class sub-folders — put each class's images "
+            "in a sub-folder named after the class"
         )
     return classes
 
 
-def _folder_files(root: str, split_name: str) -> tuple[list[str], list[int]]:
+def folder_files(root: str, split_name: str) -> tuple[list[str], list[int]]:
     """Lists a folder split's image paths and labels, in a fixed order.
 
     Without a train/ sub-directory, each class holds out its 10 % of images
     whose names hash lowest (at least one image, for classes with two or more)
     as the test split, the same images every run.
     """
-    classes = _folder_classes(root)
+    classes = folder_classes(root)
     split_dir = os.path.join(root, split_name)
     held_out = not os.path.isdir(os.path.join(root, "train"))
     if not held_out and not os.path.isdir(split_dir):
         raise FileNotFoundError(
-            f"{root} has a train/ sub-directory but no {split_name}/; add a "
-            "test/ (or val/) sub-directory with the same class sub-folders."
+            f"{root} has a train/ sub-directory but no {split_name}/ — add a "
+            "test/ (or val/) sub-directory with the same class sub-folders"
         )
     paths, labels = [], []
     for label, class_name in enumerate(classes):
@@ -586,12 +599,12 @@ def _folder_files(root: str, split_name: str) -> tuple[list[str], list[int]]:
     if not paths:
         raise ValueError(
             f"No {'/'.join(_IMAGE_EXTENSIONS)} images for split {split_name!r} in "
-            f"{root}; add images to the class sub-folders."
+            f"{root} — add images to the class sub-folders"
         )
     return paths, labels
 
 
-def _decode(path: tf.Tensor, channels: int) -> tf.Tensor:
+def decode_image(path: tf.Tensor, channels: int) -> tf.Tensor:
     """Reads and decodes one JPEG or PNG (``channels=0`` keeps its own)."""
     return tf.io.decode_image(
         tf.io.read_file(path), channels=channels, expand_animations=False
@@ -600,7 +613,7 @@ def _decode(path: tf.Tensor, channels: int) -> tf.Tensor:
 
 def _decode_resized(path: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
     """Decodes one image to uint8 (height, width, channels), resizing if needed."""
-    image = _decode(path, channels)
+    image = decode_image(path, channels)
     image.set_shape([None, None, channels])
     return tf.cond(
         tf.reduce_all(tf.shape(image)[:2] == [height, width]),

@@ -8,11 +8,14 @@ TensorFlow's multi-worker Keras guide.
 """
 
 import contextlib
+import os
 import shutil
 import tempfile
 
 import keras
 import tensorflow as tf
+
+from keras_ffl import run_dir
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -80,11 +83,15 @@ def is_chief(strategy):
 def write_directory(model_dir, strategy):
     """Yields where this worker writes: `model_dir` on the chief, else a temporary directory.
 
-    Non-chief workers still run every save (so all workers take the same code
-    path), into a directory that is deleted on exit.
+    The chief creates `model_dir` and holds its `run_dir.lock` until the block
+    ends, so one process at a time writes a model directory. Non-chief workers
+    still run every save (so all workers take the same code path), into a
+    directory of their own that is deleted on exit, and take no lock.
     """
     if is_chief(strategy):
-        yield model_dir
+        os.makedirs(model_dir, exist_ok=True)
+        with run_dir.lock(model_dir):
+            yield model_dir
         return
     task_id = strategy.cluster_resolver.task_id
     temp_dir = tempfile.mkdtemp(prefix=f"keras_ffl_worker{task_id}_")

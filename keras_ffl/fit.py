@@ -7,6 +7,11 @@ Hyperparameters default to a recipe (the paper's "cifar" or "imagenet", or
 "small" for a CPU), chosen by the dataset unless --recipe is given; every flag
 given explicitly overrides the recipe's value. Rerunning a command with an
 existing --model_dir resumes its run (--epochs may be raised to extend it).
+One process at a time may write a model directory.
+
+An error is reported in one line, "keras_ffl.fit: error: <what> — <how to fix
+it>", with exit status 1 (130 after Ctrl-C); --verbosity=1 adds its traceback.
+A start that is refused writes nothing into a new --model_dir.
 
 Examples:
   python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fashion_mnist
@@ -17,13 +22,15 @@ Examples:
 
 import dataclasses
 import os
+import re
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
-from keras_ffl import distribute, methods, recipes, training  # noqa: E402
+from keras_ffl import distribute, methods, recipes, run_dir, training, validation  # noqa: E402
 from keras_ffl.models import ARCHITECTURE_HELP  # noqa: E402
 
 _FROM_RECIPE = " Default: the recipe's."
@@ -203,40 +210,88 @@ def recipe_overrides(flag_values):
     return overrides
 
 
-def _fail(error):
-    print(f"keras_ffl.fit: error: {error}", file=sys.stderr)
+def parse_flags(argv):
+    """Parses the command line as absl does, reporting a bad flag in one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        _fail(f"{' '.join(str(err).split())} — see `python -m keras_ffl.fit --helpfull`")
+
+
+def describe_error(err):
+    """One line "<what> — <how to fix it>" for an exception the command met.
+
+    Library errors name Python arguments; `validation.ArgumentError` names the
+    flag instead. OSErrors of the file system get a fix by their errno.
+    """
+    if isinstance(err, validation.ArgumentError):
+        message = err.with_flag()
+    elif isinstance(err, OSError) and err.errno is not None:
+        message = run_dir.describe_os_error(err)
+    elif isinstance(err, (run_dir.RunError, ValueError, OSError)):
+        message = str(err)
+    else:
+        message = (
+            f"unexpected {type(err).__name__}: {err} — rerun with --verbosity=1 to see its "
+            "traceback, and report it"
+        )
+    text = " ".join(message.split())
+    if " — " in text:
+        return text
+    # A message written as "<what>. <fix>." or "<what>; <fix>.".
+    what, *fix = re.split(r"(?<=[.;]) (?=[A-Za-z])", text, maxsplit=1)
+    fix = fix[0] if fix else "see `python -m keras_ffl.fit --helpfull` for the flags"
+    return f"{what.rstrip('.;')} — {fix}"
+
+
+def _fail(message):
+    print(f"keras_ffl.fit: error: {message}", file=sys.stderr)
     sys.exit(1)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
-        config = training.resolve_config(
-            FLAGS.dataset,
-            method=FLAGS.method,
-            recipe=FLAGS.recipe,
-            seed=FLAGS.seed,
-            data_dir=FLAGS.data_dir,
-            **recipe_overrides(FLAGS),
-        )
-        run = training.prepare(
-            config,
-            FLAGS.model_dir,
-            strategy=strategy,
-            data_dir=FLAGS.data_dir,
-            jit_compile=FLAGS.jit_compile,
-        )
-    except (ValueError, FileNotFoundError, training.RunError) as err:
-        _fail(err)
+def _train():
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    config = training.resolve_config(
+        FLAGS.dataset,
+        method=FLAGS.method,
+        recipe=FLAGS.recipe,
+        seed=FLAGS.seed,
+        data_dir=FLAGS.data_dir,
+        **recipe_overrides(FLAGS),
+    )
+    run = training.prepare(
+        config,
+        FLAGS.model_dir,
+        strategy=strategy,
+        data_dir=FLAGS.data_dir,
+        jit_compile=FLAGS.jit_compile,
+    )
     print(run.describe(), flush=True)
+    return run.fit(verbose=FLAGS.verbose)
+
+
+def main(argv):
+    debug = FLAGS.verbosity >= logging.DEBUG
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines would bury the output.
     try:
-        results = run.fit(verbose=FLAGS.verbose)
-    except training.RunError as err:
-        _fail(err)
+        if len(argv) > 1:
+            raise ValueError(
+                f"Unexpected arguments: {' '.join(argv[1:])} — pass every setting as "
+                "--flag=value"
+            )
+        results = _train()
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("keras_ffl.fit: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # Every error ends in one line; the traceback is for debugging.
+        if debug:
+            traceback.print_exc()
+        _fail(describe_error(err))
     print(training.format_results(results))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

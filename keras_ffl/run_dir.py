@@ -10,6 +10,7 @@ The model directory holds:
                 the end of every epoch, which tells which epoch a checkpoint holds.
   results.json  every head's final and best test accuracy.
   tensorboard/  TensorBoard logs.
+  .lock         held by the one process writing the directory (see `lock`).
 
 Every file except TensorBoard's (append-only, checksummed records) is replaced
 atomically: written to a temporary file in the same directory, fsynced, renamed
@@ -18,9 +19,16 @@ over the old one.
 
 import contextlib
 import csv
+import datetime
+import errno
+import fcntl
 import json
 import os
 import secrets
+import socket
+import sys
+
+from keras_ffl.validation import ArgumentError
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -33,10 +41,14 @@ TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
 #: Temporary files of atomic writes start with this; a killed write leaves one behind.
 TEMP_PREFIX = ".tmp-"
+#: The lock file of the process writing a directory (see `lock`).
+LOCK_FILE = ".lock"
+#: The files that say where a run stands; a change in any means another process wrote.
+RUN_FILES = (CONFIG_FILE, STATE_FILE, HISTORY_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
 
 
 class RunError(Exception):
-    """A run cannot start or continue; the message says why and what to do."""
+    """A run cannot start or continue; the message says "<what> — <how to fix it>"."""
 
 
 def read_json(path):
@@ -103,9 +115,12 @@ def replace_atomically(path, write):
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temp)
+        if isinstance(err, OSError) and err.errno and not err.filename:
+            # Writers such as Keras's zip and HDF5 code raise ENOSPC without the file.
+            raise OSError(err.errno, err.strerror, path) from err
         raise
     dir_fd = os.open(directory or ".", os.O_RDONLY)
     try:
@@ -115,7 +130,164 @@ def replace_atomically(path, write):
 
 
 def remove_temp_files(directory):
-    """Deletes temporary files that a killed write left behind."""
+    """Deletes temporary files that a killed write left behind.
+
+    Call it only while holding the directory's `lock`: another process's
+    temporary files may be writes in progress.
+    """
     for entry in os.scandir(directory):
         if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
             os.remove(entry.path)
+
+
+def check_model_dir(model_dir):
+    """Raises a RunError unless `model_dir` is, or can become, a writable directory.
+
+    Reads only, so that a refused start leaves nothing behind. An empty
+    `model_dir` raises `validation.ArgumentError`.
+    """
+    if not model_dir:
+        raise ArgumentError(
+            "model_dir", "{arg} is empty — pass the run's directory, e.g. {arg}=runs/mine"
+        )
+    path = os.path.abspath(model_dir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        inside = "" if existing == path else f", so it cannot hold the run in {model_dir}"
+        raise RunError(
+            f"{existing} is a file, not a directory{inside} — choose another model directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only(existing):
+        problem = "is on a read-only file system" if _read_only(existing) else "is not writable"
+        raise RunError(
+            f"{existing} {problem}, so the run in {model_dir} cannot be written — choose a "
+            "model directory on a writable file system"
+        )
+
+
+def _read_only(path):
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def fingerprint(directory):
+    """{file: (inode, size, mtime)} of the `RUN_FILES` in `directory`: changes on every write."""
+    stats = {}
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            stat = os.stat(os.path.join(directory, name))
+            stats[name] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return stats
+
+
+@contextlib.contextmanager
+def lock(directory, name=LOCK_FILE):
+    """Holds an exclusive lock on `directory` (an existing one) while the block runs.
+
+    The lock is `fcntl.flock` on the file `name` in the directory, which records
+    who holds it (pid, host, start time, command). The kernel releases it when
+    the process ends in any way, `kill -9` included, so a lock is never stale;
+    the file itself is removed on a normal release. flock works across hosts on
+    local file systems and Linux NFS clients (as POSIX locks).
+
+    Raises:
+      RunError: another process holds the lock (the message names it), or the
+        lock file cannot be created.
+    """
+    path = os.path.join(directory, name)
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunError(
+                f"Cannot create the lock file {path} ({err.strerror}) — make {directory} "
+                "writable, or choose another directory"
+            ) from err
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(descriptor)
+            os.close(descriptor)
+            raise RunError(_busy_message(directory, holder)) from None
+        # The previous holder removes the file when it releases the lock: if it
+        # did so after this process opened it, this lock is on a deleted file.
+        if _same_file(descriptor, path):
+            break
+        os.close(descriptor)
+    try:
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        os.close(descriptor)
+
+
+def check_unlocked(directory, name=LOCK_FILE):
+    """Raises the RunError of `lock` if a live process holds `directory`'s lock. Writes nothing."""
+    path = os.path.join(directory, name)
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # A holder always has the file.
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunError(_busy_message(directory, _read_holder(descriptor))) from None
+    finally:
+        os.close(descriptor)
+
+
+def _same_file(descriptor, path):
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (opened.st_dev, opened.st_ino) == (stat.st_dev, stat.st_ino)
+
+
+def _read_holder(descriptor):
+    try:
+        return json.loads(os.pread(descriptor, 65536, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _busy_message(directory, holder):
+    if "pid" not in holder:  # It has just taken the lock and not yet said who it is.
+        who, stop = "another process", "stop it"
+    else:
+        who = (
+            f"process {holder['pid']} on {holder.get('host', '?')} (started "
+            f"{holder.get('started', '?')}: {holder.get('command', '?')})"
+        )
+        stop = f"stop it (kill {holder['pid']} on {holder.get('host', '?')})"
+    return (
+        f"{directory} is in use by {who} — wait for it to finish or {stop}, then rerun "
+        "this command; to work in parallel, choose another directory"
+    )
+
+
+def describe_os_error(err):
+    """"<what> — <how to fix>" for an OSError from reading or writing files."""
+    where = f"{err.filename}: " if err.filename else ""
+    fixes = {
+        errno.ENOSPC: "free space on that file system, then rerun the same command: "
+        "it resumes from the last saved epoch",
+        errno.EDQUOT: "free space within your disk quota, then rerun the same command: "
+        "it resumes from the last saved epoch",
+        errno.EROFS: "choose a directory on a writable file system",
+        errno.EACCES: "choose a directory you may write, or fix its permissions",
+        errno.EPERM: "choose a directory you may write, or fix its permissions",
+    }
+    fix = fixes.get(err.errno, "check the path and the file system, then rerun the same command")
+    return f"{where}{err.strerror or err} — {fix}"

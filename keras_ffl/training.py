@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ffl import data, distribute, methods, recipes, run_dir
+from keras_ffl import data, data_checks, distribute, methods, recipes, run_dir, validation
 from keras_ffl.heads import SUB_MEAN
 from keras_ffl.models import get_architecture
 from keras_ffl.run_dir import (
@@ -87,6 +87,7 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
     training split in full batches.
     """
     method_class = methods.get_method(method)
+    data_checks.check_dataset(dataset, data_dir)
     spec = data.get_spec(dataset, data_dir)
     recipe_name = recipe or spec.recipe
     fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
@@ -118,9 +119,6 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
             f"mixed_precision must be one of {sorted(DTYPE_POLICIES)}; "
             f"got {values['mixed_precision']!r}."
         )
-    for name in ("epochs", "batch_size", "eval_batch_size", "steps_per_epoch", "validation_steps"):
-        if values[name] is not None and values[name] < 1:
-            raise ValueError(f"--{name} must be at least 1; got {values[name]}.")
     values["lr_milestones"] = tuple(sorted(int(m) for m in values["lr_milestones"]))
     if values["steps_per_epoch"] is None:
         examples = data.num_examples(spec, "train", data_dir)
@@ -131,6 +129,7 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
                 f"batch of --batch_size={values['batch_size']}; lower --batch_size."
             )
     network_options, model_options = method_class.split_options(options)
+    validation.check_hyperparameters({**values, **network_options, **model_options})
     return RunConfig(
         **values,
         method=method,
@@ -243,6 +242,10 @@ def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None
     """
     strategy = strategy or tf.distribute.get_strategy()
     distribute.check_batch_size(config.batch_size, strategy)
+    if distribute.is_chief(strategy):
+        run_dir.check_model_dir(model_dir)
+        run_dir.check_unlocked(model_dir)
+    fingerprint = run_dir.fingerprint(model_dir)
     if importlib.util.find_spec("tensorboard") is None:
         raise RunError(
             "The tensorboard package, which writes the run's TensorBoard logs, is not "
@@ -262,7 +265,7 @@ def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None
     epoch_end_steps = {int(e): int(s) for e, s in state.get("epoch_end_steps", {}).items()}
     if not has_checkpoint:
         model = build_model(config, strategy, jit_compile)
-        return Run(config, model_dir, model, strategy, data_dir)
+        return Run(config, model_dir, model, strategy, data_dir, fingerprint=fingerprint)
 
     with _dtype_policy(config.mixed_precision):
         model = _load_checkpoint(
@@ -297,6 +300,7 @@ def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None
         history=history,
         epoch_end_steps={e: s for e, s in epoch_end_steps.items() if e <= epoch},
         best_epoch=state.get("best_epoch"),
+        fingerprint=fingerprint,
     )
 
 
@@ -313,7 +317,8 @@ class Run:
 
     `history` holds one dict per completed epoch; `epoch_end_steps` maps each
     completed epoch (1-based) to the optimizer step at its end; `best_epoch` is
-    the epoch best.keras holds.
+    the epoch best.keras holds; `fingerprint` is `run_dir.fingerprint` of the
+    directory when it was read, which must still hold when `fit` locks it.
     """
 
     def __init__(
@@ -327,6 +332,7 @@ class Run:
         history=(),
         epoch_end_steps=None,
         best_epoch=None,
+        fingerprint=None,
     ):
         self.config = config
         self.model_dir = model_dir
@@ -337,6 +343,7 @@ class Run:
         self.history = list(history)
         self.epoch_end_steps = dict(epoch_end_steps or {})
         self.best_epoch = best_epoch
+        self.fingerprint = fingerprint or {}
 
     def describe(self):
         """One line saying what `fit` will do."""
@@ -350,11 +357,21 @@ class Run:
     def fit(self, verbose=1):
         """Trains up to `config.epochs`, committing every epoch; returns `summarize`'s results.
 
+        The input pipelines are built before anything is written, and the
+        directory is written only under its `run_dir.lock`.
+
         Raises:
-          RunError: the loss became NaN or infinite; the last good epoch is kept.
+          RunError: the loss became NaN or infinite (the last good epoch is
+            kept), another process holds the directory, or one wrote to it since
+            `prepare` read it.
         """
+        datasets = self._datasets() if self.initial_epoch < self.config.epochs else None
         with distribute.write_directory(self.model_dir, self.strategy) as directory:
-            os.makedirs(directory, exist_ok=True)
+            if directory == self.model_dir and run_dir.fingerprint(directory) != self.fingerprint:
+                raise RunError(
+                    f"{directory} changed since this command read it: another process wrote "
+                    "to it meanwhile — rerun the same command to continue from what it holds now"
+                )
             run_dir.remove_temp_files(directory)
             config_path = os.path.join(directory, CONFIG_FILE)
             if run_dir.read_json(config_path) != self.config.to_json():
@@ -365,13 +382,14 @@ class Run:
                 # Killed after committing last.keras but before best.keras: last.keras
                 # is the best epoch's model.
                 self._save_best(directory, self.initial_epoch)
-            if self.initial_epoch < self.config.epochs:
-                self._train(directory, verbose)
+            if datasets is not None:
+                self._train(directory, datasets, verbose)
             results = summarize(self.config, self.history)
             run_dir.write_json(os.path.join(directory, RESULTS_FILE), results)
         return results
 
-    def _train(self, directory, verbose):
+    def _datasets(self):
+        """The (training, test) pipelines of the run, the training one shuffled afresh."""
         config = self.config
         spec = data.get_spec(config.dataset, self.data_dir)
         # A resumed run shuffles afresh rather than replaying epoch 0's order.
@@ -390,6 +408,11 @@ class Run:
         )
         if config.validation_steps:
             test_data = test_data.take(config.validation_steps)
+        return train_data, test_data
+
+    def _train(self, directory, datasets, verbose):
+        config = self.config
+        train_data, test_data = datasets
         callbacks = [
             StopOnNonFiniteLoss(),
             keras.callbacks.TensorBoard(
@@ -413,10 +436,10 @@ class Run:
             kept = max(self.epoch_end_steps, default=0)
             raise RunError(
                 f"Training stopped: the loss became {err.loss} in epoch {err.epoch + 1}, "
-                f"batch {err.batch}. That epoch was not saved; {self.model_dir} keeps the "
-                f"last good checkpoint (epoch {kept}). Rerunning the same command resumes "
+                f"batch {err.batch}; that epoch was not saved and {self.model_dir} keeps the "
+                f"last good checkpoint (epoch {kept}) — rerunning the same command resumes "
                 "from it; to change the learning rate or other settings, start a new run "
-                "in another --model_dir."
+                "in another --model_dir"
             ) from err
 
     def commit_epoch(self, directory, epoch, logs, learning_rate):
@@ -540,8 +563,8 @@ def _check_same_run(saved, config, model_dir):
     if differences:
         raise RunError(
             f"{model_dir} holds a run with a different configuration, so it cannot be "
-            "resumed with these settings:\n  " + "\n  ".join(differences) + "\nRerun with "
-            "the directory's settings to resume it, or choose a new --model_dir."
+            f"resumed with these settings ({'; '.join(differences)}) — rerun with the "
+            "directory's settings to resume it, or choose a new --model_dir"
         )
 
 
@@ -558,10 +581,10 @@ def _load_checkpoint(path, best_path, strategy, jit_compile):
             model = keras.saving.load_model(path)
     except Exception as err:  # Any failure means the file cannot be resumed from.
         raise RunError(
-            f"Cannot load the checkpoint {path} ({type(err).__name__}: {err}). It is "
-            "damaged or not a keras_ffl checkpoint; nothing was changed. To continue from "
+            f"Cannot load the checkpoint {path} ({type(err).__name__}: {err}): it is "
+            "damaged or not a keras_ffl checkpoint; nothing was changed — to continue from "
             f"the best epoch instead, copy best.keras over it (cp {best_path} {path}); to "
-            f"restart the run from epoch 0, move it away (mv {path} {path}.bad)."
+            f"restart the run from epoch 0, move it away (mv {path} {path}.bad)"
         ) from err
     if not isinstance(model, methods.MultiHeadModel):
         raise RunError(f"{path} holds a {type(model).__name__}, not a keras_ffl checkpoint.")

@@ -80,6 +80,19 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+def assert_two_replicas_match_one_device(method, kwargs):
+    """Two MirroredStrategy replicas train `method` like one device on the same global batch."""
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, method, json.dumps(kwargs)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    assert values["moved"] > 1e-3  # two steps changed the weights
+    assert values["multi_loss"] == pytest.approx(values["single_loss"], rel=1e-5)
+    assert values["diff"] < 1e-5, values
+
+
 class MethodTests:
     """What every method must do. Subclasses set `method` and may set `options`,
     `branches` (default: the method's fixed number, else 2) and `arch`."""
@@ -169,16 +182,9 @@ class MethodTests:
 
     @pytest.mark.slow
     def test_two_replicas_match_one_device(self):
-        kwargs = {"branches": self.num_subnetworks, **self.options}
-        result = subprocess.run(
-            [sys.executable, "-c", MIRRORED_SCRIPT, self.method, json.dumps(kwargs)],
-            capture_output=True, text=True, timeout=600,
+        assert_two_replicas_match_one_device(
+            self.method, {"branches": self.num_subnetworks, **self.options}
         )
-        assert result.returncode == 0, result.stderr[-3000:]
-        values = json.loads(result.stdout.strip().splitlines()[-1])
-        assert values["moved"] > 1e-3  # two steps changed the weights
-        assert values["multi_loss"] == pytest.approx(values["single_loss"], rel=1e-5)
-        assert values["diff"] < 1e-5, values
 
     @pytest.mark.slow
     def test_a_training_run_reports_every_head(self, tmp_path):

@@ -5,7 +5,6 @@ Fashion-MNIST runs on Debian's real IDX files; ``idx:`` and ``folder:`` run on
 small files the tests write.
 """
 
-import gzip
 import os
 import re
 import struct
@@ -15,6 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from fakedata import write_idx_dataset, write_png
 
 from keras_ffl import data
 
@@ -64,29 +65,6 @@ def _assert_valid_crops(crops, crop_labels, originals, labels, flips):
     assert len(set(zip(tops, lefts))) > 1, "all images of the batch share one crop"
     assert any(mirrored) == flips
     return sources
-
-
-def _write_idx(path, array):
-    """Writes `array` (uint8) as an IDX file, gzipped when `path` ends in .gz."""
-    header = struct.pack(f">I{array.ndim}I", 0x800 + array.ndim, *array.shape)
-    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def _write_idx_dataset(directory, train_images, train_labels, test_images, test_labels, gz):
-    """Writes the four MNIST-named IDX files of a dataset into `directory`."""
-    suffix = ".gz" if gz else ""
-    os.makedirs(directory, exist_ok=True)
-    _write_idx(directory / f"train-images-idx3-ubyte{suffix}", train_images)
-    _write_idx(directory / f"train-labels-idx1-ubyte{suffix}", train_labels)
-    _write_idx(directory / f"t10k-images-idx3-ubyte{suffix}", test_images)
-    _write_idx(directory / f"t10k-labels-idx1-ubyte{suffix}", test_labels)
-
-
-def _write_png(path, image):
-    """Writes `image` (uint8, H x W x C) as a PNG, creating its directory."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tf.io.write_file(str(path), tf.io.encode_png(image))
 
 
 # Registry --------------------------------------------------------------------
@@ -274,7 +252,7 @@ def test_fashion_mnist_reads_debian_files():
 
 def test_fashion_mnist_prefers_idx_files_in_data_dir(tmp_path):
     rng = np.random.default_rng(0)
-    _write_idx_dataset(
+    write_idx_dataset(
         tmp_path,
         rng.integers(0, 256, (12, 28, 28)),
         np.arange(12) % 10,
@@ -303,7 +281,7 @@ def test_idx_dataset_reads_facts_and_pixels_from_files(tmp_path, gz):
     train_images = rng.integers(0, 256, (20, 10, 10)).astype(np.uint8)
     test_images = rng.integers(0, 256, (6, 10, 10)).astype(np.uint8)
     test_labels = np.array([2, 0, 1, 1, 0, 2])
-    _write_idx_dataset(tmp_path, train_images, np.arange(20) % 3, test_images, test_labels, gz)
+    write_idx_dataset(tmp_path, train_images, np.arange(20) % 3, test_images, test_labels, gz)
 
     spec = data.get_spec(f"idx:{tmp_path}")
     assert (spec.num_classes, spec.image_shape) == (3, (10, 10, 1))
@@ -331,7 +309,7 @@ def test_idx_dataset_reads_facts_and_pixels_from_files(tmp_path, gz):
 )
 def test_corrupt_idx_file_names_the_file_and_problem(tmp_path, corrupt, message):
     images = np.zeros((4, 8, 8), np.uint8)
-    _write_idx_dataset(tmp_path, images, np.arange(4), images, np.arange(4), gz=False)
+    write_idx_dataset(tmp_path, images, np.arange(4), images, np.arange(4), gz=False)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(corrupt(path.read_bytes()))
     with pytest.raises(ValueError, match=message) as err:
@@ -350,9 +328,9 @@ def test_folder_with_train_and_test_dirs(tmp_path):
         for i in range(count):
             image = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
             train[(class_name, i)] = image
-            _write_png(tmp_path / "train" / class_name / f"{i}.png", image)
+            write_png(tmp_path / "train" / class_name / f"{i}.png", image)
     test_image = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
-    _write_png(tmp_path / "test" / "dog" / "0.png", test_image)
+    write_png(tmp_path / "test" / "dog" / "0.png", test_image)
 
     spec = data.get_spec(f"folder:{tmp_path}")
     assert (spec.num_classes, spec.image_shape) == (4, (6, 6, 3))
@@ -379,7 +357,7 @@ def test_folder_without_splits_holds_out_a_fixed_test_set(tmp_path):
     for class_name in ("a", "b"):
         for i in range(10):
             image = rng.integers(0, 256, (8, 8, 1)).astype(np.uint8)
-            _write_png(tmp_path / class_name / f"{i:02d}.png", image)
+            write_png(tmp_path / class_name / f"{i:02d}.png", image)
 
     spec = data.get_spec(f"folder:{tmp_path}")
     assert spec.image_shape == (8, 8, 1)  # Grayscale PNGs stay one channel.

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from fakedata import write_folder, write_idx
 from filetree import snapshot
 
 from keras_ffl import FFLModel, recipes, run_dir, sigmoid_rampup, training
@@ -40,36 +39,6 @@ OUTPUTS = {
 
 
 # Helpers ----------------------------------------------------------------------
-
-
-def write_idx(directory, n_train=192, n_test=48, size=12, classes=3):
-    """An MNIST-format dataset whose classes are bright vertical bands, easy to learn."""
-    rng = np.random.default_rng(0)
-    os.makedirs(directory, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = (np.arange(n) % classes).astype(np.uint8)
-        images = rng.integers(0, 60, (n, size, size), dtype=np.uint8)
-        for c in range(classes):
-            images[labels == c, :, c * size // classes : (c + 1) * size // classes] += 150
-        with open(os.path.join(directory, f"{prefix}-images-idx3-ubyte"), "wb") as f:
-            f.write(struct.pack(">IIII", 0x803, n, size, size) + images.tobytes())
-        with open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte"), "wb") as f:
-            f.write(struct.pack(">II", 0x801, n) + labels.tobytes())
-    return directory
-
-
-def write_folder(directory, per_class=40, size=12, classes=("circle", "square", "stripe")):
-    """A folder dataset: one sub-folder of PNG images per class."""
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(classes):
-        os.makedirs(os.path.join(directory, name))
-        for i in range(per_class):
-            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            image[:, c * size // 3 : (c + 1) * size // 3, c] += 150
-            png = tf.io.encode_png(image).numpy()
-            with open(os.path.join(directory, name, f"{i:03d}.png"), "wb") as f:
-                f.write(png)
-    return directory
 
 
 def read_history(model_dir):
@@ -374,7 +343,7 @@ def test_cli_refuses_an_unknown_dataset_and_touches_nothing(good_run, idx_data):
     )
     assert result.returncode == 1
     assert (
-        "keras_ffl.fit: error: Unknown dataset 'imagenet2013'. Known datasets: cifar10"
+        "keras_ffl.fit: error: Unknown dataset 'imagenet2013' — use one of: cifar10"
         in result.stderr
     )
     assert "Traceback" not in result.stderr

@@ -5,13 +5,18 @@ import json
 import subprocess
 import sys
 import textwrap
-from typing import ClassVar
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from method_harness import IMAGE_SHAPE, NUM_CLASSES, MethodTests, learnable_data
+from method_harness import (
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    MethodTests,
+    assert_two_replicas_match_one_device,
+    learnable_data,
+)
 
 from keras_ffl import build_subnetwork
 from keras_ffl.methods.dml import dml_loss_terms
@@ -194,9 +199,9 @@ class TestDML(MethodTests):
         assert json.loads(result.stdout.strip().splitlines()[-1]) == {"iterations": 3}
 
 
-class TestDMLJoint(MethodTests):
-    method = "dml"
-    options: ClassVar[dict] = {"update": "joint"}
+@pytest.mark.slow
+def test_joint_update_on_two_replicas_matches_one_device():
+    assert_two_replicas_match_one_device("dml", {"branches": 2, "update": "joint"})
 
 
 MIRRORED_ITERATIONS = textwrap.dedent(

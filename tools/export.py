@@ -20,6 +20,8 @@ import keras  # noqa: E402
 
 from keras_ffl import export  # noqa: E402
 from keras_ffl.export.layout import safe_name  # noqa: E402
+from keras_ffl.run_dir import RunError  # noqa: E402
+from keras_ffl.validation import ArgumentError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A training run's directory (config.json, *.keras).")
@@ -91,8 +93,9 @@ def main(argv):
             )
         else:
             result = _export_keras_file()
-    except (ValueError, OSError, export.ExportVerificationError) as error:
-        sys.exit(f"export failed: {error}")
+    except (ValueError, OSError, export.ExportVerificationError, RunError) as error:
+        message = error.with_flag() if isinstance(error, ArgumentError) else str(error)
+        sys.exit(f"export failed: {' '.join(message.split())}")
     print(result.summary())
 
 

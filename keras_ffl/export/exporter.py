@@ -13,6 +13,7 @@ network's before anything is moved into place.
 import dataclasses
 import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -26,6 +27,7 @@ from keras_ffl.export.extraction import (
     has_features,
 )
 from keras_ffl.heads import features_layer, network_heads, sub_heads, sub_index
+from keras_ffl.validation import ArgumentError
 
 CHECKPOINTS = ("best", "last")
 VERIFY_BATCH = 8
@@ -57,9 +59,11 @@ class ExportResult:
     models: list
     keras_files: dict
     config_path: str
+    recovered: list
 
     def summary(self):
-        lines = [
+        lines = [f"Before exporting: {line}" for line in self.recovered]
+        lines += [
             f"Exported version {self.version} to {self.export_dir}",
             f"  inputs are normalised in the graph as (x - mean) / std, mean={self.mean}, "
             f"std={self.std}",
@@ -139,7 +143,9 @@ def export_savedmodels(
 
     Returns:
       An `ExportResult`. Raises FileExistsError (version exists), ValueError (bad
-      arguments) or ExportVerificationError, in which case nothing was installed.
+      arguments) or ExportVerificationError, in which case nothing was installed,
+      or `run_dir.RunError` when another export is writing `export_dir`. The
+      heads are installed all or none, even across a crash (see `layout`).
     """
     network = as_network(model_or_network)
     layout.check_name(name)
@@ -152,14 +158,13 @@ def export_savedmodels(
     heads = [h for h in network_heads(network) if h not in subs] + subs
     model_names = {head: f"{name}_{head}" for head in heads}
     export_dir = os.path.abspath(export_dir)
-    if version is None:
-        version = layout.next_version(export_dir, model_names.values())
-    layout.check_free(export_dir, model_names.values(), version, overwrite)
-
     images = np.random.default_rng(0).integers(
         0, 256, (VERIFY_BATCH, *image_shape), dtype=np.uint8
     )
-    with layout.staging(export_dir, name) as stage:
+    with layout.exclusive(export_dir) as recovered, layout.staging(export_dir, name) as stage:
+        if version is None:
+            version = layout.next_version(export_dir, model_names.values())
+        layout.check_free(export_dir, model_names.values(), version, overwrite)
         keras_files = _stage_keras_files(network, heads, name, stage)
         models = []
         for head in heads:
@@ -177,17 +182,15 @@ def export_savedmodels(
                     max_error,
                 )
             )
-        layout.check_free(export_dir, model_names.values(), version, overwrite)
-        for model in models:
-            staged = os.path.join(stage, model.name, str(version))
-            layout.install(staged, model.path, stage, overwrite)
-        installed_files = {}
-        for file_name, description in keras_files.items():
-            destination = os.path.join(export_dir, file_name)
-            layout.install(os.path.join(stage, file_name), destination, stage, overwrite=True)
-            installed_files[destination] = description
-        config_path = layout.write_models_config(export_dir)
-    return ExportResult(export_dir, version, mean, std, models, installed_files, config_path)
+        paths = [os.path.join(model.name, str(version)) for model in models] + list(keras_files)
+        config_path = layout.install_all(export_dir, stage, paths, version, overwrite)
+    installed_files = {
+        os.path.join(export_dir, file_name): description
+        for file_name, description in keras_files.items()
+    }
+    return ExportResult(
+        export_dir, version, mean, std, models, installed_files, config_path, recovered
+    )
 
 
 def _stage_saved_model(network, head, image_shape, mean, std, path):
@@ -251,7 +254,9 @@ def _verify(network, head, path, images, mean, std, atol):
 def load_checkpoint(model_dir, checkpoint=None):
     """(model, config dict) of a training run's directory, for any method.
 
-    `checkpoint` is "best" or "last"; by default best.keras if present, else last.keras.
+    `checkpoint` is "best" or "last"; by default best.keras if present, else
+    last.keras. A missing or damaged checkpoint raises an error that says so and
+    names the other one when the directory has it.
     """
     config_path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(config_path):
@@ -261,20 +266,44 @@ def load_checkpoint(model_dir, checkpoint=None):
         )
     with open(config_path, encoding="utf-8") as file:
         config = json.load(file)
-    if checkpoint is None:
-        checkpoint = "best" if os.path.isfile(os.path.join(model_dir, "best.keras")) else "last"
-    if checkpoint not in CHECKPOINTS:
+    if checkpoint is not None and checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}; got {checkpoint!r}.")
+    present = [c for c in CHECKPOINTS if os.path.isfile(os.path.join(model_dir, f"{c}.keras"))]
+    if not present:
+        raise FileNotFoundError(
+            f"{model_dir} holds no checkpoint (best.keras or last.keras): its run has not "
+            "completed an epoch — train it first (python -m keras_ffl.fit saves both after "
+            "every epoch), or export another run's directory"
+        )
+    checkpoint = checkpoint or present[0]
     path = os.path.join(model_dir, f"{checkpoint}.keras")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found; pick another --checkpoint ({CHECKPOINTS}).")
+    others = [c for c in present if c != checkpoint]
+    alternative = (
+        f"export {others[0]}.keras instead with {{arg}}={others[0]}"
+        if others
+        else "restore it from a backup, or train the run again"
+    )
+    if checkpoint not in present:
+        raise ArgumentError("checkpoint", f"{path} does not exist — {alternative}")
     missing = [key for key in ("mean", "std", "image_shape") if key not in config]
     if missing:
         raise ValueError(
             f"{config_path} lacks {missing}; export the checkpoint with --model={path} and "
             "--dataset or --mean/--std instead."
         )
-    return keras.saving.load_model(path, compile=False), config
+    if not zipfile.is_zipfile(path):
+        raise ArgumentError(
+            "checkpoint",
+            f"{path} is damaged: it is not a .keras (zip) archive, as a copy or a write cut "
+            f"short leaves it — {alternative}",
+        )
+    try:
+        return keras.saving.load_model(path, compile=False), config
+    except Exception as err:  # Whatever the cause, this file cannot be exported.
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ArgumentError(
+            "checkpoint", f"{path} is damaged or not a keras_ffl model ({reason}) — {alternative}"
+        ) from err
 
 
 def export_model_dir(

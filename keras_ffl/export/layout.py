@@ -3,16 +3,32 @@
 Everything is written into a staging directory inside `export_dir` (so on the
 same file system) and renamed into place only once complete, so a model server
 watching `export_dir` never sees a half-written version.
+
+An export installs several models (one per head) that must stay at one
+version, so `install_all` makes the install all-or-nothing across a crash: it
+first commits an install journal into the staging directory, then renames.
+One export at a time holds `export_dir`'s lock (`exclusive`), which first
+finishes any install a killed export committed and removes the staging
+directories of exports that died before committing.
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
 
+from keras_ffl import run_dir
+
 CONFIG_FILE = "models.config"
 SAVED_MODEL_FILE = "saved_model.pb"
+#: The lock file of the export writing an export directory.
+LOCK_FILE = ".export.lock"
+#: Staging directories are named ".<name>.staging-<random>".
+STAGING_INFIX = ".staging-"
+#: The install journal in a staging directory: present = committed, to be finished.
+JOURNAL_FILE = "install.json"
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -63,27 +79,111 @@ def check_free(export_dir, model_names, version, overwrite):
 
 
 @contextlib.contextmanager
-def staging(export_dir, name):
-    """A fresh directory inside `export_dir`, removed with whatever is left in it."""
+def exclusive(export_dir):
+    """Holds `export_dir`'s lock (creating the directory) while the block runs.
+
+    On entry it finishes the installs that killed exports committed and removes
+    the staging directories of the others (see `recover`); yields what it did,
+    as lines for people.
+
+    Raises:
+      run_dir.RunError: another export holds the lock; the message names it.
+    """
     os.makedirs(export_dir, exist_ok=True)
-    path = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=export_dir)
+    with run_dir.lock(export_dir, LOCK_FILE):
+        yield recover(export_dir)
+
+
+def recover(export_dir):
+    """Finishes or removes what killed exports left in `export_dir`; returns what it did.
+
+    A staging directory with a journal was committed: its install is finished,
+    every model reaching the new version. One without was not: it is removed,
+    no model having been touched. Call it only under `exclusive`'s lock: a live
+    export's staging directory looks the same.
+    """
+    done = []
+    for entry in sorted(os.scandir(export_dir), key=lambda e: e.name):
+        if not (entry.name.startswith(".") and STAGING_INFIX in entry.name and entry.is_dir()):
+            continue
+        journal = os.path.join(entry.path, JOURNAL_FILE)
+        if os.path.exists(journal):
+            version = _finish(export_dir, entry.path)
+            done.append(f"finished the interrupted install of version {version} ({entry.name})")
+        else:
+            done.append(f"removed the staging directory of an export that died: {entry.name}")
+        shutil.rmtree(entry.path)
+    return done
+
+
+@contextlib.contextmanager
+def staging(export_dir, name):
+    """A fresh directory inside `export_dir`, removed with whatever is left in it.
+
+    A directory holding a committed install journal is kept instead, for
+    `recover` to finish: the install failed after its point of no return.
+    """
+    os.makedirs(export_dir, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=f".{name}{STAGING_INFIX}", dir=export_dir)
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(os.path.join(path, JOURNAL_FILE)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def install(staged, destination, trash_dir, overwrite):
-    """Renames the finished file or directory `staged` to `destination`.
+def install_all(export_dir, stage, paths, version, overwrite):
+    """Moves every staged path (relative to `stage`) to the same place in `export_dir`.
 
-    With `overwrite`, an existing directory at `destination` is first moved into
-    `trash_dir` (the staging directory, deleted afterwards) and an existing file
-    is replaced atomically; without it, renaming onto an existing version fails.
+    `paths` are model version directories ("<model>/<version>") and files
+    (replaced atomically). The journal listing them is committed first: from
+    then on a crash leaves the install for `recover` to finish, so every model
+    ends at `version` or, before the commit, none does. With `overwrite`, an
+    existing version directory is moved into `stage`, deleted with it; without,
+    installing onto one fails. Rewrites models.config and returns its path.
     """
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    if overwrite and os.path.isdir(destination):
-        os.rename(destination, os.path.join(tempfile.mkdtemp(dir=trash_dir), "replaced"))
-    os.replace(staged, destination)
+    run_dir.write_json(
+        os.path.join(stage, JOURNAL_FILE),
+        {"version": version, "paths": list(paths), "overwrite": overwrite},
+    )
+    _finish(export_dir, stage)
+    return os.path.join(export_dir, CONFIG_FILE)
+
+
+def _finish(export_dir, stage):
+    """Completes the journaled install in `stage`; it is idempotent. Returns its version."""
+    journal_path = os.path.join(stage, JOURNAL_FILE)
+    with open(journal_path, encoding="utf-8") as f:
+        journal = json.load(f)
+    parents = {export_dir}
+    for relative in journal["paths"]:
+        staged = os.path.join(stage, relative)
+        destination = os.path.join(export_dir, relative)
+        if not os.path.lexists(staged):
+            continue  # Installed before the crash.
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        if os.path.isdir(staged) and os.path.lexists(destination):
+            if not journal["overwrite"]:
+                raise FileExistsError(
+                    f"{destination} appeared during the install of {stage} — move it away, "
+                    "then export again to finish the install"
+                )
+            os.rename(destination, os.path.join(tempfile.mkdtemp(dir=stage), "replaced"))
+        os.replace(staged, destination)
+        parents.add(os.path.dirname(destination))
+    for parent in parents:  # The renames survive a power cut before the journal goes.
+        _fsync_directory(parent)
+    write_models_config(export_dir)
+    os.remove(journal_path)
+    return journal["version"]
+
+
+def _fsync_directory(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def served_models(export_dir):

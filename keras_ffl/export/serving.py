@@ -50,6 +50,22 @@ def normalise(images, image_shape, mean, std):
     )
 
 
+def on_any_batch(fn, x):
+    """`fn(x)` for any batch: for 0 images, `fn` of one zero image cut to 0 rows.
+
+    Some kernels fail on an empty batch instead of returning an empty result,
+    e.g. oneDNN's BatchNorm (TF_ENABLE_ONEDNN_OPTS=1, which TensorFlow turns
+    on by default on some CPUs). A non-empty batch runs `fn` unchanged.
+    """
+    return tf.cond(
+        tf.shape(x)[0] > 0,
+        lambda: fn(x),
+        lambda: tf.nest.map_structure(
+            lambda t: t[:0], fn(tf.zeros((1, *x.shape[1:]), x.dtype))
+        ),
+    )
+
+
 def classify(logits):
     """The serving_default outputs of float32 logits [batch, classes]."""
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
@@ -75,7 +91,8 @@ def build_archive(classifier, image_shape, mean, std, features=None):
     spec = image_spec(tuple(image_shape))
 
     def serving_default(images):
-        return classify(classifier(normalise(images, image_shape, mean, std), training=False))
+        x = normalise(images, image_shape, mean, std)
+        return on_any_batch(lambda x: classify(classifier(x, training=False)), x)
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
@@ -86,7 +103,7 @@ def build_archive(classifier, image_shape, mean, std, features=None):
 
         def features_fn(images):
             x = normalise(images, image_shape, mean, std)
-            return {output_name: extractor(x, training=False)}
+            return on_any_batch(lambda x: {output_name: extractor(x, training=False)}, x)
 
         archive.add_endpoint(FEATURES_SIGNATURE, features_fn, input_signature=[spec])
     return archive

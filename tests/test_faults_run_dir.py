@@ -1,0 +1,93 @@
+"""One writer per directory: the lock of keras_ffl.run_dir, and who takes it."""
+
+import json
+import os
+import signal
+import socket
+import types
+
+import pytest
+
+from keras_ffl import distribute, run_dir
+
+
+def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
+    with run_dir.lock(str(tmp_path)):
+        holder = json.loads((tmp_path / run_dir.LOCK_FILE).read_text())
+        assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
+        for attempt in (run_dir.check_unlocked, lambda d: run_dir.lock(d).__enter__()):
+            with pytest.raises(run_dir.RunError) as error:
+                attempt(str(tmp_path))
+            message = str(error.value)
+            assert f"in use by process {os.getpid()} on {socket.gethostname()}" in message
+            assert f"kill {os.getpid()}" in message and "choose another directory" in message
+    # Released: the lock file is gone and the directory can be locked again.
+    assert not (tmp_path / run_dir.LOCK_FILE).exists()
+    run_dir.check_unlocked(str(tmp_path))
+    with run_dir.lock(str(tmp_path)):
+        pass
+
+
+def test_the_lock_of_a_killed_process_is_reclaimed(tmp_path):
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # Takes the lock, says so, and dies by SIGKILL while holding it.
+        os.close(read_end)
+        with run_dir.lock(str(tmp_path)):
+            os.write(write_end, b"locked")
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(1)  # Never reached; the child must not go on running the tests.
+    os.close(write_end)
+    assert os.read(read_end, 6) == b"locked"
+    os.close(read_end)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    # Its lock file is still there, naming it, but nobody holds the lock.
+    assert json.loads((tmp_path / run_dir.LOCK_FILE).read_text())["pid"] == child
+
+    run_dir.check_unlocked(str(tmp_path))
+    with run_dir.lock(str(tmp_path)):
+        assert json.loads((tmp_path / run_dir.LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_temporary_files_are_removed_only_under_the_lock(tmp_path):
+    """A writer's temporary file survives another process's start; a dead writer's goes."""
+    temp = tmp_path / f"{run_dir.TEMP_PREFIX}state.json-0123abcd.json"
+    temp.write_text("{")
+    chief = types.SimpleNamespace(extended=types.SimpleNamespace(should_checkpoint=True))
+    with run_dir.lock(str(tmp_path)):
+        with pytest.raises(run_dir.RunError, match="in use"):
+            with distribute.write_directory(str(tmp_path), chief):
+                run_dir.remove_temp_files(str(tmp_path))
+        assert temp.exists()
+    with distribute.write_directory(str(tmp_path), chief) as directory:
+        run_dir.remove_temp_files(directory)
+    assert not temp.exists()
+
+
+def test_only_the_chief_worker_takes_the_lock(tmp_path):
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    worker = types.SimpleNamespace(
+        extended=types.SimpleNamespace(should_checkpoint=False),
+        cluster_resolver=types.SimpleNamespace(task_id=1),
+    )
+    with run_dir.lock(model_dir):  # The chief's, as it trains.
+        with distribute.write_directory(model_dir, worker) as directory:
+            assert directory != model_dir and os.path.isdir(directory)
+    assert not os.path.exists(directory)
+
+
+def test_model_dir_checks_write_nothing(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for model_dir, message in (
+        (str(a_file), "is a file, not a directory"),
+        (str(a_file / "run"), "is a file, not a directory"),
+        ("", "model_dir is empty"),
+    ):
+        with pytest.raises((run_dir.RunError, ValueError), match=message):
+            run_dir.check_model_dir(model_dir)
+    assert os.listdir(tmp_path) == ["file"]
+    run_dir.check_model_dir(str(tmp_path / "new" / "run"))
+    assert os.listdir(tmp_path) == ["file"]
