@@ -86,7 +86,6 @@ def gradcam_grid(pixels, row_titles, column_titles, heatmaps, captions, correct,
                 alpha=0.5,
                 vmin=0.0,
                 vmax=1.0,
-                interpolation="bilinear",
             )
             right = bool(correct[row][column - 1])
             caption = f"{'✓' if right else '✗'} {captions[row][column - 1]}"

@@ -170,8 +170,9 @@ def _schedule_section(summaries, save):
             f"![Learning rate and distillation ramp-up weight per epoch]({name})",
             "",
             (
-                "The learning rate each epoch trained with and the weight w(epoch) of the "
-                "distillation terms (the sigmoid ramp-up), as history.csv records them."
+                "The learning rate each epoch trained with and the ramp-up weight w(epoch), as "
+                "history.csv records them; w scales the distillation terms of the methods "
+                "that distil, and is recorded but unused by the others."
             ),
         ]
     return lines
