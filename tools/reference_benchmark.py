@@ -72,11 +72,9 @@ class OfficialWorker:
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.torch = torch
-        self.model_kind = model
-        images, normalised, labels = batch(batch_size, num_classes, seed)
+        _, normalised, labels = batch(batch_size, num_classes, seed)
         self.images = torch.from_numpy(normalised.transpose(0, 3, 1, 2).copy())
         self.labels = torch.from_numpy(labels)
-        ce = torch.nn.CrossEntropyLoss()
         sgd = torch.optim.SGD
         if model == "ffl":
             self.model = our_network.ffl_resnet(num_classes=num_classes, depth=32)
@@ -91,8 +89,8 @@ class OfficialWorker:
             self.optimizers = [
                 sgd(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
             ]
-        self.ce = ce
-        self.consistency_weight = 1.0
+        self.ce = torch.nn.CrossEntropyLoss()
+        self.consistency_weight = 1.0  # w(epoch); its value does not change the step's cost.
 
     def kl(self, pred, label, temperature=3.0):
         """train_FFL.py's utils.KLLoss: T^2 * KL(softmax(label/T) + 1e-7 || softmax(pred/T))."""
@@ -172,7 +170,6 @@ class KerasWorker:
 
         benchmark.FLAGS(["benchmark", "--arch=resnet32"])
         self.tf, self.benchmark = tf, benchmark
-        self.model_kind = model
         images, normalised, labels = batch(batch_size, num_classes, seed)
         self.uint8_images = images
         self.dataset = tf.data.Dataset.from_tensors((normalised, labels.astype(np.int32))).repeat()
