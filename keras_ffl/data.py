@@ -178,7 +178,7 @@ def class_names(spec: DatasetSpec, data_dir: str | None = None) -> list[str]:
     if spec.name == "fashion_mnist":
         return list(FASHION_MNIST_CLASSES)
     if spec.name.startswith("folder:"):
-        return _folder_classes(spec.name.removeprefix("folder:"))
+        return folder_classes(spec.name.removeprefix("folder:"))
     if spec.name in _TFDS_DATASETS:
         try:
             names = list(tfds.builder(spec.name, data_dir=data_dir).info.features["label"].names)
