@@ -118,7 +118,7 @@ def test_serialises_and_converts_to_stock_keras():
 def fashion_mnist_batch(size=128):
     """The first `size` Fashion-MNIST training images, normalised as keras_ffl.data does."""
     spec = data.get_spec("fashion_mnist")
-    images, labels = data._read_idx_split(data.FASHION_MNIST_DIR, "train")
+    images, labels = data.read_idx_split(data.FASHION_MNIST_DIR, "train")
     mean, std = np.float32(spec.mean[0]), np.float32(spec.std[0])
     return (images[:size].astype(np.float32) - mean) / std, labels[:size]
 
