@@ -31,6 +31,7 @@ from keras_ffl.analysis import (
     reliability_diagram,
 )
 from keras_ffl.heads import FUSED, network_heads
+from keras_ffl.validation import ArgumentError
 
 # Grad-CAM ---------------------------------------------------------------------
 
@@ -147,11 +148,11 @@ def test_grad_cam_explains_every_head_with_a_feature_map_of_every_method(method)
 def test_grad_cam_names_the_heads_it_can_explain():
     network = _two_head_network([np.eye(2, 3, dtype=np.float32)] * 2)
     images = np.ones((1, 4, 5, 2), np.float32)
-    with pytest.raises(ValueError, match=r"no head 'fused'.*sub1, sub2"):
+    with pytest.raises(ArgumentError, match=r"head='fused' is not a head.*: sub1, sub2$"):
         grad_cam(network, "fused", images)
-    with pytest.raises(ValueError, match=r"'ensemble'.*no feature map.*sub1, sub2"):
+    with pytest.raises(ArgumentError, match=r"head='ensemble' has no feature map.*: sub1, sub2$"):
         grad_cam(network, "ensemble", images)
-    with pytest.raises(ValueError, match=r"class_index must be in \[0, 2\]"):
+    with pytest.raises(ArgumentError, match=r"class_index=3 — .* in \[0, 2\]"):
         grad_cam(network, "sub1", images, class_index=3)
 
 

@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ffl.analysis.cam_figure import DEFAULT_IMAGES, draw_gradcam  # noqa: E402
 from keras_ffl.run_dir import CHECKPOINTS, RunError  # noqa: E402
+from keras_ffl.validation import ArgumentError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "The training run to explain (config.json, *.keras).")
@@ -68,7 +69,8 @@ def main(argv):
             data_dir=FLAGS.data_dir,
         )
     except (RunError, ValueError, OSError, ImportError) as error:
-        sys.exit(f"gradcam failed: {error}")
+        message = error.with_flag() if isinstance(error, ArgumentError) else str(error)
+        sys.exit(f"gradcam failed: {' '.join(message.split())}")
     print("\n".join(lines))
 
 

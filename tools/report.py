@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from keras_ffl.analysis.calibration import DEFAULT_BINS  # noqa: E402
 from keras_ffl.analysis.report import write_report  # noqa: E402
 from keras_ffl.run_dir import CHECKPOINTS, RunError  # noqa: E402
+from keras_ffl.validation import ArgumentError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -46,7 +47,8 @@ def main(argv):
             bins=FLAGS.bins,
         )
     except (RunError, ValueError, OSError, ImportError) as error:
-        sys.exit(f"report failed: {error}")
+        message = error.with_flag() if isinstance(error, ArgumentError) else str(error)
+        sys.exit(f"report failed: {' '.join(message.split())}")
     print("Wrote " + ", ".join(files))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from keras_ffl import data
 from keras_ffl.analysis import figures, gradcam, predictions
 from keras_ffl.run_dir import RunError
+from keras_ffl.validation import ArgumentError
 
 #: Test images drawn when none are chosen: one per case with a compared run.
 DEFAULT_IMAGES = 3
@@ -40,7 +41,8 @@ def draw_gradcam(
 
     Raises:
       RunError: a run cannot be read, or the two runs trained on different data.
-      ValueError: an index is outside the test split.
+      FileNotFoundError: a run has no checkpoint yet.
+      ArgumentError: an index is outside the test split, or a checkpoint missing or damaged.
       ImportError: matplotlib is not installed.
     """
     figures.pyplot()  # Without matplotlib, fail before the slow work.
@@ -63,7 +65,9 @@ def draw_gradcam(
             images or DEFAULT_IMAGES,
         )
         if not indices:
-            raise RunError("No test image to draw: " + " ".join(notes))
+            raise ArgumentError(
+                "indices", f"No test image to draw: {' '.join(notes)} — choose images with {{arg}}"
+            )
     inputs, labels = predictions.load_test_images(run.config, indices, data_dir=data_dir)
     names = data.class_names(predictions.run_spec(run.config, data_dir), data_dir)
     heatmaps, captions, correct = [], [], []
@@ -106,7 +110,7 @@ def _check_same_data(run, compared):
         if run.config[key] != compared.config[key]:
             raise RunError(
                 f"{compared.model_dir} trained with {key} {compared.config[key]!r} but "
-                f"{run.model_dir} with {run.config[key]!r}; compare runs on the same test images."
+                f"{run.model_dir} with {run.config[key]!r} — compare runs on the same test images"
             )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ffl.heads import features_layer, network_heads
+from keras_ffl.validation import ArgumentError
 
 #: The feature map's layer in a standalone sub-network from `build_subnetwork`.
 STANDALONE_FEATURES = "features"
@@ -66,32 +67,39 @@ def grad_cam(network, head, images, class_index=None):
 def _head_tensors(network, head):
     """The symbolic (feature map, logits) of `head` in `network`."""
     if not isinstance(network, keras.Model) or not hasattr(network, "output"):
-        raise ValueError(f"network must be a functional Keras model; got {type(network).__name__}.")
+        raise ArgumentError(
+            "network",
+            f"{{arg}} is a {type(network).__name__} — pass a functional Keras model",
+        )
     if not isinstance(network.output, dict):
         layers = {layer.name for layer in network.layers}
         if STANDALONE_FEATURES not in layers:
-            raise ValueError(
-                f"network {network.name!r} has one output but no layer {STANDALONE_FEATURES!r}; "
-                "Grad-CAM needs a standalone sub-network from build_subnetwork or a keras_ffl "
-                "network with '<head>_features' layers."
+            raise ArgumentError(
+                "network",
+                f"{{arg}} {network.name!r} has one output but no layer {STANDALONE_FEATURES!r} "
+                "— pass a standalone sub-network from build_subnetwork or a keras_ffl network "
+                "with '<head>_features' layers",
             )
         if head is not None:
-            raise ValueError(
-                f"network {network.name!r} is a standalone sub-network with one output and "
-                f"no heads; pass head=None (got head={head!r})."
+            raise ArgumentError(
+                "head",
+                f"{{arg}}={head!r} for {network.name!r}, a standalone sub-network with one "
+                "output and no heads — pass head=None",
             )
         return network.get_layer(STANDALONE_FEATURES).output, network.output
     with_maps = cam_heads(network)
     if head not in network.output:
-        raise ValueError(
-            f"network {network.name!r} has no head {head!r}; its heads with a feature map "
-            f"are {', '.join(with_maps)}."
+        raise ArgumentError(
+            "head",
+            f"{{arg}}={head!r} is not a head of {network.name!r} — pick one with a feature "
+            f"map: {', '.join(with_maps)}",
         )
     if head not in with_maps:
-        raise ValueError(
-            f"head {head!r} of network {network.name!r} has no feature map of its own (no "
-            f"layer {features_layer(head)!r}): it combines other heads' logits. Grad-CAM "
-            f"explains a head with a feature map: {', '.join(with_maps)}."
+        raise ArgumentError(
+            "head",
+            f"{{arg}}={head!r} has no feature map of its own in {network.name!r} (no layer "
+            f"{features_layer(head)!r}; it combines other heads' logits) — pick a head with "
+            f"a feature map: {', '.join(with_maps)}",
         )
     return network.get_layer(features_layer(head)).output, network.output[head]
 
@@ -104,11 +112,15 @@ def _classes(class_index, scores):
     classes = np.asarray(class_index)
     if classes.ndim == 0:
         classes = np.full(count, classes)
-    if classes.shape != (count,) or not np.issubdtype(classes.dtype, np.integer):
-        raise ValueError(
-            f"class_index must be None, an int or {count} ints (one per image); "
-            f"got {class_index!r}."
+    if (
+        classes.shape != (count,)
+        or not np.issubdtype(classes.dtype, np.integer)
+        or classes.min() < 0
+        or classes.max() >= num_classes
+    ):
+        raise ArgumentError(
+            "class_index",
+            f"{{arg}}={class_index!r} — pass None, one class in [0, {num_classes - 1}], or "
+            f"{count} of them (one per image)",
         )
-    if classes.min() < 0 or classes.max() >= num_classes:
-        raise ValueError(f"class_index must be in [0, {num_classes - 1}]; got {class_index!r}.")
     return tf.constant(classes, tf.int32)

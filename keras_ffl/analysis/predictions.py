@@ -14,6 +14,7 @@ from keras_ffl import data
 from keras_ffl.export import load_checkpoint
 from keras_ffl.heads import network_heads
 from keras_ffl.run_dir import CHECKPOINTS, CONFIG_FILE, RunError
+from keras_ffl.validation import ArgumentError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,28 +53,19 @@ def load_run(model_dir, checkpoint=None):
     """The `TrainedRun` of `model_dir` at `checkpoint` ("best" or "last"; default: best if any).
 
     Raises:
-      RunError: `model_dir` is not a training run's directory or holds no such checkpoint.
+      RunError: `model_dir` is not a training run's directory.
+      FileNotFoundError: it holds no checkpoint yet.
+      ArgumentError: `checkpoint` is missing or damaged (see `load_checkpoint`).
     """
     if not os.path.isfile(os.path.join(model_dir, CONFIG_FILE)):
         raise RunError(
-            f"{model_dir} is not a training run's directory (it has no {CONFIG_FILE}); "
-            "pass a directory written by python -m keras_ffl.fit."
+            f"{model_dir} is not a training run's directory (it has no {CONFIG_FILE}) — "
+            "pass a directory written by python -m keras_ffl.fit"
         )
     present = [
-        name for name, file in CHECKPOINTS.items() if os.path.isfile(os.path.join(model_dir, file))
+        c for c, name in CHECKPOINTS.items() if os.path.isfile(os.path.join(model_dir, name))
     ]
-    if not present:
-        raise RunError(
-            f"{model_dir} holds no checkpoint ({' or '.join(CHECKPOINTS.values())}): "
-            "its run has not completed an epoch. Let python -m keras_ffl.fit finish at least "
-            "one epoch in it."
-        )
-    checkpoint = checkpoint or present[0]
-    if checkpoint not in present:
-        raise RunError(
-            f"{model_dir} has no {CHECKPOINTS.get(checkpoint, checkpoint)}; its checkpoints "
-            f"are {', '.join(CHECKPOINTS[name] for name in present)}."
-        )
+    checkpoint = checkpoint or next(iter(present), None)
     model, config = load_checkpoint(model_dir, checkpoint)
     return TrainedRun(model_dir, config, model, checkpoint)
 
@@ -89,7 +81,7 @@ def run_spec(config, data_dir=None):
     if tuple(spec.image_shape) != trained_shape:
         raise RunError(
             f"{config['dataset']}'s images are {tuple(spec.image_shape)} now, but the run "
-            f"trained on {trained_shape}; restore the dataset the run trained on."
+            f"trained on {trained_shape} — restore the dataset the run trained on"
         )
     return dataclasses.replace(spec, mean=tuple(config["mean"]), std=tuple(config["std"]))
 
@@ -115,17 +107,18 @@ def load_test_images(config, indices, *, data_dir=None):
     """(images normalised as the network takes them, labels) of the test examples `indices`.
 
     Raises:
-      ValueError: an index is outside the test split.
+      ArgumentError: no index, or one outside the test split.
     """
     if not len(indices):
-        raise ValueError("indices must name at least one test example.")
+        raise ArgumentError("indices", "{arg} names no test image — give at least one index")
     spec = run_spec(config, data_dir)
     count = data.num_examples(spec, "test", data_dir)
     outside = [i for i in indices if not 0 <= i < count]
     if outside:
-        raise ValueError(
-            f"Test image indices {outside} are outside the test split of {config['dataset']}, "
-            f"which has {count} images (0..{count - 1})."
+        raise ArgumentError(
+            "indices",
+            f"{{arg}} holds {', '.join(map(str, outside))}, outside the test split of "
+            f"{config['dataset']} ({count} images) — pick indices from 0 to {count - 1}",
         )
     batch_size = config["eval_batch_size"]
     batches = data.make_dataset(spec, "test", batch_size, data_dir=data_dir, training=False)

@@ -46,7 +46,8 @@ def write_report(model_dirs, output_dir, *, checkpoint=None, data_dir=None, bins
     """Writes report.md and its figures for the runs in `model_dirs`; returns the files written.
 
     Raises:
-      RunError: a run directory cannot be read.
+      RunError, FileNotFoundError, ArgumentError: a run directory cannot be read (see
+        `predictions.load_run`).
       ImportError: matplotlib is not installed.
     """
     figures.pyplot()  # Without matplotlib, fail before the slow work.
