@@ -25,7 +25,7 @@ setup(
         "tensorboard>=2.18,<2.22",
     ],
     extras_require={
-        # tools/reproduce.py draws its plot with matplotlib.
+        # tools/reproduce.py, tools/gradcam.py and tools/report.py draw with matplotlib.
         "plot": ["matplotlib>=3.8,<4"],
         "test": ["pytest>=8,<10", "matplotlib>=3.8,<4"],
     },

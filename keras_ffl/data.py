@@ -160,6 +160,34 @@ def num_examples(spec: DatasetSpec, split: str, data_dir: str | None = None) -> 
     return len(_idx_arrays(spec, split_name, data_dir)[1])
 
 
+#: Fashion-MNIST's labels 0..9, as its authors name them.
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+def class_names(spec: DatasetSpec, data_dir: str | None = None) -> list[str]:
+    """Returns the name of each class, indexed by label, for captions and reports.
+
+    Fashion-MNIST has its ten names, ``folder:`` datasets their sub-folders'
+    names, TFDS datasets the names their prepared info records; otherwise
+    (``idx:``, or TFDS data that is not prepared) the labels' numbers.
+    """
+    numbers = [str(label) for label in range(spec.num_classes)]
+    if spec.name == "fashion_mnist":
+        return list(FASHION_MNIST_CLASSES)
+    if spec.name.startswith("folder:"):
+        return folder_classes(spec.name.removeprefix("folder:"))
+    if spec.name in _TFDS_DATASETS:
+        try:
+            names = list(tfds.builder(spec.name, data_dir=data_dir).info.features["label"].names)
+        except (OSError, ValueError, KeyError):  # A damaged prepared dataset: use numbers.
+            return numbers
+        return names if len(names) == spec.num_classes else numbers
+    return numbers
+
+
 def normalization_layer(spec: DatasetSpec) -> keras.layers.Normalization:
     """Returns a layer mapping 0..255 images (uint8 or float) to model inputs.
 

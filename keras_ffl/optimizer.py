@@ -3,6 +3,7 @@
 import re
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -79,12 +80,17 @@ class CoupledSGD(keras.optimizers.Optimizer):
         if not self.momentum:
             self.assign_sub(variable, learning_rate * gradient)
             return
-        momentum = ops.cast(self.momentum, variable.dtype)
-        buffer = self.momentums[index]
-        new_buffer = momentum * buffer + gradient
-        self.assign(buffer, new_buffer)
-        step = gradient + momentum * new_buffer if self.nesterov else new_buffer
-        self.assign_sub(variable, learning_rate * step)
+        # TensorFlow's fused momentum kernel is PyTorch's update:
+        # m <- momentum * m + g; w <- w - lr * (g + momentum * m) (Nesterov) or w - lr * m,
+        # in one pass over the variable instead of five element-wise ops.
+        tf.raw_ops.ResourceApplyMomentum(
+            var=_handle(variable),
+            accum=_handle(self.momentums[index]),
+            lr=learning_rate,
+            grad=gradient,
+            momentum=ops.cast(self.momentum, variable.dtype),
+            use_nesterov=self.nesterov,
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -98,6 +104,12 @@ class CoupledSGD(keras.optimizers.Optimizer):
         )
         return config
 
+
+def _handle(variable):
+    """The resource handle of a Keras or TensorFlow variable (this replica's, when mirrored)."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.handle
 
 
 def paper_sgd(learning_rate, weight_decay=1e-4, low_decay_layers=(), low_weight_decay=1e-5,

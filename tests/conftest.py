@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras_ffl  # noqa: E402, F401  (first, as the command line: it selects TF's CPU kernels)
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

@@ -2,6 +2,12 @@
 
   python tools/benchmark.py                       # everything, CIFAR-100 shapes, batch 128
   python tools/benchmark.py --models=vanilla,ffl,dml --steps=60 --sections=fit,loop
+  python tools/benchmark.py --reference=../shared/reference/FFL-pytorch   # paired with PyTorch
+
+With --reference (a checkout of the official FFL-pytorch code; PyTorch installed)
+it runs only the paired comparison of tools/reference_benchmark.py instead: the
+official and keras_ffl FFL and vanilla ResNet-32 training steps and FFL inference,
+in worker processes of their own, interleaved.
 
 Sections (--sections), all in one process:
   fit       `model.fit` as users run it (steps_per_execution=1), per-step times from a
@@ -13,6 +19,8 @@ Sections (--sections), all in one process:
             crop, flip, normalise, prefetch) on in-memory uint8 images, alone.
   serving   every model exported for TF Serving (`keras_ffl.export`), loaded back and
             called through its `serving_default` signature at batch 1 and --serving_batch.
+  profile   (not in the default) TensorFlow's op profile of --profile_steps `fit` steps
+            of each model, as op time per step by category (tools/step_profile.py).
 
 Fit and loop run on a fixed cycle of 8 in-memory batches, so they time the model
 and not the input pipeline. All (model, mode) pairs run in short interleaved
@@ -61,10 +69,14 @@ import keras_ffl  # noqa: E402
 from keras_ffl import data  # noqa: E402
 from keras_ffl.export import export_savedmodels, serving  # noqa: E402
 
+import reference_benchmark  # noqa: E402  (tools/, beside this file)
+import step_profile  # noqa: E402
+
 FLAGS = flags.FLAGS
 #: The baseline every model's step is compared with: one --arch network trained alone.
 BASELINE = "vanilla"
 SECTIONS = ("fit", "loop", "pipeline", "serving")
+OPTIONAL_SECTIONS = ("profile",)
 
 flags.DEFINE_enum("device", None, ["cpu", "gpu"], "Device to run on (default: gpu if present).")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
@@ -82,7 +94,10 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string("arch", "resnet32", "Sub-network architecture (keras_ffl.get_architecture).")
 flags.DEFINE_string("arch2", "wrn16_2", "The second architecture of the case2 model.")
-flags.DEFINE_list("sections", list(SECTIONS), f"What to benchmark, a subset of {SECTIONS}.")
+flags.DEFINE_list(
+    "sections", list(SECTIONS), f"What to benchmark, a subset of {SECTIONS + OPTIONAL_SECTIONS}."
+)
+flags.DEFINE_integer("profile_steps", 5, "Traced `fit` steps per model (profile section).", lower_bound=1)
 flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 flags.DEFINE_enum(
     "jit_compile",
@@ -112,6 +127,14 @@ flags.DEFINE_list(
 flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: TF's default).", lower_bound=0)
 flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string(
+    "reference",
+    None,
+    "A checkout of the official FFL-pytorch code: run the paired comparison with it "
+    "(tools/reference_benchmark.py; needs PyTorch) instead of the sections.",
+)
+flags.DEFINE_integer("reference_rounds", 10, "Interleaved rounds of the --reference comparison.", lower_bound=1)
+flags.DEFINE_integer("reference_threads", 2, "Threads of each framework with --reference.", lower_bound=1)
 
 
 # Statistics, timing and memory -----------------------------------------------------------
@@ -579,6 +602,44 @@ def benchmark_serving(models, device, sampler):
         shutil.rmtree(export_dir, ignore_errors=True)
 
 
+# Profile ---------------------------------------------------------------------------------
+
+
+def benchmark_profile(models, device):
+    """{model name: op time per step by category} of `fit` on each model (tools/step_profile.py)."""
+    dataset = synthetic_batches(FLAGS.batch_size, FLAGS.num_classes, FLAGS.seed)
+    results = {}
+    for name, model in models.items():
+
+        def run():
+            with tf.device(device):
+                model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.profile_steps, verbose=0)
+
+        run()  # Untimed: traces the step if the training section did not.
+        network = getattr(model, "network", model)
+        results[name] = step_profile.profile_steps(
+            run, FLAGS.profile_steps, network.name, model.optimizer.name
+        )
+    return results
+
+
+def print_profile(profile):
+    names = list(profile)
+    print("\nOp time per `fit` step by category (tf.profiler; ms, % of the model's op time)")
+    print(f"{'category':<22}" + "".join(f"{name:>24}" for name in names))
+    totals = {name: sum(profile[name]["ms_per_step"].values()) for name in names}
+    for category in step_profile.CATEGORIES:
+        cells = "".join(
+            f"{profile[n]['ms_per_step'][category]:15.1f} ({100 * profile[n]['ms_per_step'][category] / totals[n]:4.1f}%)"
+            for n in names
+        )
+        print(f"{category:<22}{cells}")
+    print(f"{'total op time':<22}" + "".join(f"{totals[n]:15.1f}        " for n in names))
+    for name in names:
+        parts = ", ".join(f"{part} {ms:.0f}" for part, ms in profile[name]["by_part"].items())
+        print(f"  {name} by part (ms): {parts}")
+
+
 # Machine, report --------------------------------------------------------------------------
 
 
@@ -787,11 +848,16 @@ def main(argv):
             parse_model(key)
     except ValueError as err:
         raise app.UsageError(f"--models: {err}") from err
-    unknown = set(FLAGS.sections) - set(SECTIONS)
+    unknown = set(FLAGS.sections) - set(SECTIONS + OPTIONAL_SECTIONS)
     if unknown:
-        raise app.UsageError(f"Unknown --sections {sorted(unknown)}; choose from {SECTIONS}.")
+        raise app.UsageError(
+            f"Unknown --sections {sorted(unknown)}; choose from {SECTIONS + OPTIONAL_SECTIONS}."
+        )
     logging.set_verbosity(logging.WARNING)  # TF's and TFDS's INFO lines would bury the table.
     tf.get_logger().setLevel("ERROR")
+    if FLAGS.reference:
+        run_reference()
+        return
     device_type = configure(FLAGS.device)
     device = "/GPU:0" if device_type == "gpu" else "/CPU:0"
     # auto: off on CPU, on on GPU (measurements in the comment above --jit_compile).
@@ -806,7 +872,7 @@ def main(argv):
             results["training"], models = benchmark_training(
                 keys, modes, device, sampler, jit_compile
             )
-        elif "serving" in FLAGS.sections:  # Serve untrained models.
+        elif {"serving", "profile"} & set(FLAGS.sections):  # Serve or profile untrained models.
             with tf.device(device):
                 models = {model_name(k): build(k, FLAGS.num_classes, jit_compile) for k in keys}
         if "pipeline" in FLAGS.sections:
@@ -815,6 +881,9 @@ def main(argv):
         if "serving" in FLAGS.sections:
             print("Serving", flush=True)
             results["serving"] = benchmark_serving(models, device, sampler)
+        if "profile" in FLAGS.sections:
+            print("Profile", flush=True)
+            results["profile"] = benchmark_profile(models, device)
     results["ratios"] = ratios(results)
     results["memory"] = {
         "max_rss_mib": max_rss_bytes() / MIB,
@@ -822,8 +891,31 @@ def main(argv):
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     print_report(results)
+    if results.get("profile"):
+        print_profile(results["profile"])
     directory = os.path.dirname(os.path.abspath(FLAGS.output))
     os.makedirs(directory, exist_ok=True)
+    with open(FLAGS.output, "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
+    print(f"\nWrote {FLAGS.output}")
+
+
+def run_reference():
+    """The paired comparison with the official code (tools/reference_benchmark.py)."""
+    print("Paired with the official code", flush=True)
+    results = reference_benchmark.run(
+        FLAGS.reference,
+        batch_size=FLAGS.batch_size,
+        num_classes=FLAGS.num_classes,
+        threads=FLAGS.reference_threads,
+        rounds=FLAGS.reference_rounds,
+        chunk=FLAGS.chunk,
+        warmup=FLAGS.warmup,
+        seed=FLAGS.seed,
+    )
+    results["machine"] = machine_info("cpu", False)
+    results["table"] = reference_benchmark.report(results)
+    reference_benchmark.print_report(results, results["table"])
     with open(FLAGS.output, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
     print(f"\nWrote {FLAGS.output}")

@@ -10,6 +10,7 @@ keep the network's layer names.
 
 import keras
 
+from keras_ffl.batch_norm import BatchNorm
 from keras_ffl.heads import (
     FUSED,
     features_layer,
@@ -111,9 +112,21 @@ def _clone_head(network, output_layer, rename, name):
     def clone_layer(layer):
         config = layer.get_config()
         config["name"] = rename(layer.name)
-        return layer.__class__.from_config(config)
+        return _stock_class(layer).from_config(config)
 
     clone = keras.models.clone_model(head, clone_function=clone_layer)
     for layer in head.layers:
         clone.get_layer(rename(layer.name)).set_weights(layer.get_weights())
     return clone
+
+
+def _stock_class(layer):
+    """The stock Keras class that stands in for `layer`'s in an extracted model.
+
+    keras_ffl's `BatchNorm` differs from `keras.layers.BatchNormalization` only
+    in training numerics, with the same config and weights, so extracted
+    models hold the stock layer and load in plain Keras.
+    """
+    if type(layer) is BatchNorm:
+        return keras.layers.BatchNormalization
+    return layer.__class__

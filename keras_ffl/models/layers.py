@@ -9,6 +9,8 @@ import math
 
 import keras
 
+from keras_ffl.batch_norm import BatchNorm
+
 # PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5) expressed in Keras's convention.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -35,8 +37,8 @@ def torch_linear_initializers(fan_in, zero_bias=False):
 
 
 def batch_norm(name, synchronized=False):
-    """BatchNorm with PyTorch's defaults; `synchronized` syncs statistics across replicas."""
-    return keras.layers.BatchNormalization(
+    """BatchNorm with PyTorch's defaults and numerics; `synchronized` syncs statistics across replicas."""
+    return BatchNorm(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         synchronized=synchronized,
