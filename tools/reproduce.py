@@ -1,164 +1,171 @@
-"""Reproduces the paper's claims at small scale on real Fashion-MNIST, offline.
+"""Reproduces every comparison of the paper on real Fashion-MNIST, offline.
 
-Over several seeds it trains: a vanilla sub-network; a second one to form the
-averaged 2-net ensemble; FFL (case 1, two branches); and the paper's Table II
-ablations (B: averaging instead of the fusion module, C: without EKD, D:
-without EKD and FKD). Each run's per-epoch test accuracies are stored under
---output_dir (finished runs are skipped on a rerun), and the report — a table of
-top-1 error (mean ± std over seeds), a plot of test accuracy per head over
-epochs, and a reading of each claim — is written to --docs_dir/RESULTS.md.
+The protocol (docs/RESULTS.md): every configuration of `RUNS` trained with the
+training command's default Fashion-MNIST recipe ("small": 6 full passes over the
+60,000 training images) once per seed. Each run is the training command itself,
+`python -m keras_ffl.fit ... --model_dir=OUTPUT_DIR/<run>/seed<k>`, so a run
+stopped at any point resumes at its last finished epoch when this tool is
+started again, and finished runs are reused. `--workers` runs train side by
+side, the cores split between them. The report (the paper's tables, a
+claim-by-claim reading, plots) is written by tools/reproduction_report.py.
 
-    python tools/reproduce.py                  # everything (about an hour on 2 CPU cores)
-    python tools/reproduce.py --report_only    # redraw the report from finished runs
+    python tools/reproduce.py                  # train what is missing, then report
+    python tools/reproduce.py --report_only    # redraw the report from the runs
 """
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reproduction_report  # noqa: E402  (beside this file)
+from reproduction_report import CASE2_ARCH, RUNS  # noqa: E402
+
 _FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "runs/reproduction", "Where each run's results go.")
-flags.DEFINE_string("docs_dir", "docs", "Where RESULTS.md and the plot are written.")
-flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (keras_ffl.data).")
-flags.DEFINE_string("data_dir", None, "Directory with the dataset's files, if not the default.")
-flags.DEFINE_string("arch", "resnet8", "Sub-network architecture.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every configuration runs once per seed.")
-flags.DEFINE_integer("epochs", 10, "Epochs per run.")
-flags.DEFINE_integer("steps_per_epoch", 120, "Training steps per epoch (120 x 128 = 15,360 images).")
-flags.DEFINE_integer("batch_size", 128, "Training batch size.")
-flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate; x0.1 at 50% and 75% of the epochs.")
-flags.DEFINE_bool("report_only", False, "Only rebuild the report from finished runs.")
-
-# name -> (label, method, options). Letters are the rows of the paper's Table II.
-CONFIGS = {
-    "vanilla": ("Vanilla sub-network", "vanilla", {}),
-    "vanilla_b": ("Second vanilla (for the 2-net ensemble)", "vanilla", {}),
-    "ffl": ("FFL (A: fusion module, EKD, FKD)", "ffl", {}),
-    "ffl_average": ("B: averaging instead of the fusion module", "ffl", {"fusion": "average"}),
-    "ffl_no_ekd": ("C: without EKD", "ffl", {"ekd": False}),
-    "ffl_no_kd": ("D: without EKD and FKD", "ffl", {"ekd": False, "fkd": False}),
-}
-# The second vanilla network must differ from the first: another initialisation and data order.
-SEED_OFFSET = {"vanilla_b": 1000}
+flags.DEFINE_string("output_dir", "runs/reproduction", "Where each run's model directory goes.")
+flags.DEFINE_string("docs_dir", "docs", "Where RESULTS.md and its plots are written.")
+flags.DEFINE_string("data_dir", None, "Directory with Fashion-MNIST's files, if not the default.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every run is trained once per seed.")
+flags.DEFINE_list("runs", None, f"Only these runs (default: all of {', '.join(RUNS)}).")
+flags.DEFINE_integer("workers", 2, "Runs trained at the same time.")
+flags.DEFINE_integer(
+    "threads", None, "TensorFlow threads per run (default: the CPU cores / --workers)."
+)
+flags.DEFINE_bool("report_only", False, "Only rebuild the report from the runs on disk.")
 
 
-def recipe(epochs):
-    """The paper's CIFAR recipe scaled to `epochs`: LR drops at 50%/75%, ramp-up over 80/300."""
-    return {
-        "milestones": (epochs // 2, (3 * epochs) // 4),
-        "rampup_epochs": max(1, round(epochs * 80 / 300)),
-    }
+def run_command(name, seed, output_dir, data_dir=None):
+    """The training command of run `name` with `seed`."""
+    method, options = RUNS[name]
+    command = [
+        sys.executable, "-m", "keras_ffl.fit",
+        "--dataset=fashion_mnist",
+        f"--method={method}",
+        f"--seed={seed}",
+        f"--model_dir={reproduction_report.run_path(output_dir, name, seed)}",
+        "--verbose=2",
+    ]
+    command += [f"--{key}={_flag_value(value)}" for key, value in options.items()]
+    if data_dir:
+        command.append(f"--data_dir={data_dir}")
+    return command
 
 
-def train_run(name, seed, run_dir):
-    """Trains one configuration with one seed; writes run.json (and test logits for vanilla)."""
-    import keras
-    import numpy as np
+def _flag_value(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
-    from keras_ffl import data, training
-    from keras_ffl.heads import SUB_MEAN
 
-    label, method, options = CONFIGS[name]
-    run_seed = seed + SEED_OFFSET.get(name, 0)
-    keras.utils.set_random_seed(run_seed)
-    spec = data.get_spec(_FLAGS.dataset)
-    train = data.make_dataset(
-        spec, "train", _FLAGS.batch_size, data_dir=_FLAGS.data_dir, training=True, seed=run_seed
-    ).repeat()
-    test = data.make_dataset(spec, "test", 500, data_dir=_FLAGS.data_dir, training=False)
-    plan = recipe(_FLAGS.epochs)
-    # The training command's own model: the same recipe, resolved the same way.
-    config = training.resolve_config(
-        _FLAGS.dataset,
-        method=method,
-        recipe="small",
-        seed=run_seed,
-        data_dir=_FLAGS.data_dir,
-        arch=(_FLAGS.arch,),
-        epochs=_FLAGS.epochs,
-        steps_per_epoch=_FLAGS.steps_per_epoch,
-        batch_size=_FLAGS.batch_size,
-        learning_rate=_FLAGS.learning_rate,
-        lr_milestones=plan["milestones"],
-        rampup_epochs=plan["rampup_epochs"],
-        **options,
+def pending(names, seeds, output_dir):
+    """(name, seed) of the runs without results, seed by seed so that every seed's
+    comparisons complete before the next seed starts."""
+    return [
+        (name, seed)
+        for seed in seeds
+        for name in names
+        if not reproduction_report.is_finished(output_dir, name, seed)
+    ]
+
+
+def train_missing(todo, output_dir, workers, threads, data_dir=None):
+    """Trains `todo` with up to `workers` commands at once; returns the failed runs."""
+    timing_path = os.path.join(output_dir, reproduction_report.TIMING_FILE)
+    timing = reproduction_report.read_timing(output_dir)
+    env = dict(
+        os.environ,
+        TF_NUM_INTRAOP_THREADS=str(threads),
+        TF_NUM_INTEROP_THREADS=str(threads),
+        TF_CPP_MIN_LOG_LEVEL="2",
     )
-    model = training.build_model(config)
-    start = time.time()
-    history = model.fit(
-        train,
-        epochs=_FLAGS.epochs,
-        steps_per_epoch=_FLAGS.steps_per_epoch,
-        validation_data=test,
-        verbose=2,
-    ).history
-    if method == "vanilla":
-        accuracy = {"net": history[f"val_{model.primary_head}_acc"]}
-        # Kept to score the averaged ensemble of two independently trained networks.
-        logits = model.predict(test, verbose=0)[model.primary_head]
-        np.save(os.path.join(run_dir, "test_logits.npy"), logits)
-        labels = np.concatenate([y for _, y in test.as_numpy_iterator()])
-        np.save(os.path.join(run_dir, "test_labels.npy"), labels)
-    else:
-        heads = model.metric_heads + [SUB_MEAN]
-        accuracy = {head: history[f"val_{head}_acc"] for head in heads}
-    result = {
-        "config": name,
-        "label": label,
-        "seed": run_seed,
-        "arch": _FLAGS.arch,
-        "epochs": _FLAGS.epochs,
-        "steps_per_epoch": _FLAGS.steps_per_epoch,
-        "batch_size": _FLAGS.batch_size,
-        "seconds": time.time() - start,
-        "test_accuracy": {head: [float(v) for v in values] for head, values in accuracy.items()},
-    }
-    _write_json(os.path.join(run_dir, "run.json"), result)
-    return result
+    queue, running, failed = list(todo), {}, []
+    total = len(todo)
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                name, seed = queue.pop(0)
+                run_path = reproduction_report.run_path(output_dir, name, seed)
+                os.makedirs(run_path, exist_ok=True)
+                log = open(f"{run_path}.log", "a")
+                process = subprocess.Popen(
+                    run_command(name, seed, output_dir, data_dir),
+                    stdout=log, stderr=subprocess.STDOUT, env=env,
+                )
+                running[process] = (name, seed, time.time(), log)
+                done = total - len(queue) - len(running)
+                print(f"[{done}/{total} done] started {name} seed {seed} "
+                      f"(log: {run_path}.log)", flush=True)
+            time.sleep(2)
+            for process in [p for p in running if p.poll() is not None]:
+                name, seed, started, log = running.pop(process)
+                log.close()
+                key = f"{name}/seed{seed}"
+                timing[key] = timing.get(key, 0.0) + time.time() - started
+                _write_json(timing_path, timing)
+                if process.returncode:
+                    failed.append((name, seed))
+                    print(f"FAILED {name} seed {seed} (exit {process.returncode}); "
+                          f"see {reproduction_report.run_path(output_dir, name, seed)}.log",
+                          flush=True)
+                else:
+                    print(f"finished {name} seed {seed} in "
+                          f"{(time.time() - started) / 60:.1f} min", flush=True)
+    finally:
+        for process, (name, seed, started, log) in running.items():
+            # The training command saves nothing half-way: the run resumes at its
+            # last finished epoch next time.
+            process.send_signal(signal.SIGINT)
+            process.wait()
+            log.close()
+            key = f"{name}/seed{seed}"
+            timing[key] = timing.get(key, 0.0) + time.time() - started
+        if running:
+            _write_json(timing_path, timing)
+    return failed
 
 
 def _write_json(path, value):
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
+        json.dump(value, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
 
 
-def _run_dir(name, seed):
-    return os.path.join(_FLAGS.output_dir, f"{name}_seed{seed}")
-
-
-def load_runs(seeds):
-    """{config: {seed: run.json}} of the finished runs."""
-    runs = {}
-    for name in CONFIGS:
-        for seed in seeds:
-            path = os.path.join(_run_dir(name, seed), "run.json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    runs.setdefault(name, {})[seed] = json.load(f)
-    return runs
-
-
 def main(argv):
-    del argv
-    seeds = [int(s) for s in _FLAGS.seeds]
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    names = _FLAGS.runs or list(RUNS)
+    unknown = sorted(set(names) - set(RUNS))
+    if unknown:
+        raise app.UsageError(f"Unknown --runs {unknown}; known: {', '.join(RUNS)}.")
+    try:
+        seeds = [int(s) for s in _FLAGS.seeds]
+    except ValueError:
+        raise app.UsageError(f"--seeds must be integers; got {_FLAGS.seeds}.") from None
+    if _FLAGS.workers < 1:
+        raise app.UsageError(f"--workers must be at least 1; got {_FLAGS.workers}.")
+    failed = []
     if not _FLAGS.report_only:
-        for seed in seeds:
-            for name in CONFIGS:
-                run_dir = _run_dir(name, seed)
-                if os.path.exists(os.path.join(run_dir, "run.json")):
-                    continue
-                os.makedirs(run_dir, exist_ok=True)
-                print(f"== {name}, seed {seed}", flush=True)
-                train_run(name, seed, run_dir)
-    import reproduction_report  # beside this file
-
-    reproduction_report.write_report(
-        load_runs(seeds), _FLAGS.output_dir, _FLAGS.docs_dir, command=_command_line()
+        os.makedirs(_FLAGS.output_dir, exist_ok=True)
+        threads = _FLAGS.threads or max(1, (os.cpu_count() or 1) // _FLAGS.workers)
+        todo = pending(names, seeds, _FLAGS.output_dir)
+        print(f"{len(todo)} runs to train, {_FLAGS.workers} at a time with "
+              f"{threads} threads each; case 2 is {' & '.join(CASE2_ARCH)}.", flush=True)
+        failed = train_missing(todo, _FLAGS.output_dir, _FLAGS.workers, threads, _FLAGS.data_dir)
+    path = reproduction_report.write_report(
+        _FLAGS.output_dir, _FLAGS.docs_dir, seeds, command=_command_line()
     )
+    print(f"Wrote {path}.")
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed: "
+                         + ", ".join(f"{name} seed {seed}" for name, seed in failed))
 
 
 def _command_line():
@@ -166,15 +173,12 @@ def _command_line():
     args = [
         f"--{name}={','.join(value) if isinstance(value, list) else value}"
         for name, value in sorted(_FLAGS.flag_values_dict().items())
-        if name in _OWN_FLAGS and _FLAGS[name].present and name != "report_only"
+        if name in _OWN_FLAGS and _FLAGS[name].present
     ]
     return " ".join(["python tools/reproduce.py", *args])
 
 
-_OWN_FLAGS = {
-    "output_dir", "docs_dir", "dataset", "data_dir", "arch", "seeds", "epochs",
-    "steps_per_epoch", "batch_size", "learning_rate",
-}
+_OWN_FLAGS = {"output_dir", "docs_dir", "data_dir", "seeds"}
 
 
 if __name__ == "__main__":
