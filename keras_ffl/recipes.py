@@ -67,9 +67,8 @@ RECIPES = {
         rampup_epochs=20,
         top5=True,
     ),
-    # Not in the paper: the CIFAR recipe scaled down for Fashion-MNIST-sized data (the
-    # offline default): about 90% test accuracy in 6 CPU-minutes, under 10 minutes
-    # of wall time on 2 shared cores.
+    # Not in the paper: the CIFAR recipe scaled down to 6 epochs for Fashion-MNIST-sized
+    # data (the offline default); docs/RESULTS.md gives its accuracy and cost.
     "small": Recipe(
         arch=("resnet8",),
         branches=2,

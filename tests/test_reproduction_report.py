@@ -53,7 +53,10 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
         write_run(out, "ensemble", seed, {"sub1": 0.86, "sub2": 0.86, "sub_mean": 0.86,
                                           "ensemble": 0.90})
     write_run(out, "dualnet", 0, {"sub_mean": 0.80, "fused": 0.85, "avg": 0.88}, finished=False)
-    (out / "timing.json").write_text(json.dumps({"ffl/seed0": 3600.0, "ffl/seed1": 1800.0}))
+    (out / "timing.json").write_text(json.dumps({
+        "ffl/seed0": {"cpu_s": 3600.0, "wall_s": 4000.0},
+        "ffl/seed1": {"cpu_s": 1800.0, "wall_s": 2000.0},
+    }))
 
     path = report.write_report(str(out), str(docs), [0, 1], "python tools/reproduce.py",
                                parameters={"ffl": 146510, "ensemble": 155508})
@@ -71,7 +74,9 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
     # DualNet has not finished: its claims are reported as not run, not dropped.
     assert "| FFL's fused classifier beats DualNet's Z_avg | I | 1.93 (Table I(a)) | — | 0 " \
            "| not run yet |" in text
-    assert "Finished runs: 8 of 24" in text and "1.5 hours" in text
+    assert "Finished runs: 8 of 24. The runs so far took 1.5 CPU-hours (1.7 hours" in text
+    # Standard errors 0.5 (three claims) and 0 (one): the largest is 0.5.
+    assert "the largest standard error of a gain is 0.50 points" in text
     assert "    python tools/reproduce.py" in text
     for filename in report.PLOTS:
         assert (docs / filename).stat().st_size > 5_000
@@ -92,3 +97,35 @@ def test_finished_runs_are_not_trained_again(tmp_path):
     write_run(tmp_path, "vanilla", 0, {"sub1": 0.9}, finished=False)
     todo = reproduce.pending(["ffl", "vanilla"], [0, 1], str(tmp_path))
     assert todo == [("vanilla", 0), ("ffl", 1), ("vanilla", 1)]
+
+
+def test_runs_train_side_by_side_recording_cpu_time_and_failures(tmp_path, monkeypatch):
+    def fake_command(name, seed, output_dir, data_dir=None):
+        code = 1 if name == "vanilla" else 0
+        return [sys.executable, "-c", f"import sys; sum(range(3_000_000)); sys.exit({code})"]
+
+    monkeypatch.setattr(reproduce, "run_command", fake_command)
+    failed = reproduce.train_missing([("ffl", 0), ("vanilla", 0), ("ffl", 1)], str(tmp_path),
+                                     workers=2, threads=1)
+    assert failed == [("vanilla", 0)]
+    timing = report.read_timing(str(tmp_path))
+    assert set(timing) == {"ffl/seed0", "vanilla/seed0", "ffl/seed1"}
+    for entry in timing.values():
+        assert 0 < entry["cpu_s"] and 0 < entry["wall_s"]
+    assert (tmp_path / "ffl" / "seed1.log").exists()
+
+
+def test_a_stopped_runner_stops_its_runs_and_keeps_their_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "run_command", lambda *args, **kwargs: [
+        sys.executable, "-c", "import time; time.sleep(60)"
+    ])
+    sleeps = iter([None, KeyboardInterrupt])
+
+    def sleep(seconds):
+        if (event := next(sleeps)) is not None:
+            raise event
+
+    monkeypatch.setattr(reproduce.time, "sleep", sleep)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.train_missing([("ffl", 0)], str(tmp_path), workers=1, threads=1)
+    assert set(report.read_timing(str(tmp_path))) == {"ffl/seed0"}

@@ -76,7 +76,12 @@ def pending(names, seeds, output_dir):
 
 
 def train_missing(todo, output_dir, workers, threads, data_dir=None):
-    """Trains `todo` with up to `workers` commands at once; returns the failed runs."""
+    """Trains `todo` with up to `workers` commands at once; returns the failed runs.
+
+    Each run's CPU time (all its threads, from the OS) and wall time are added
+    to TIMING_FILE: the CPU time is the cost of the run whatever else the
+    machine was doing, or if it was paused.
+    """
     timing_path = os.path.join(output_dir, reproduction_report.TIMING_FILE)
     timing = reproduction_report.read_timing(output_dir)
     env = dict(
@@ -87,6 +92,16 @@ def train_missing(todo, output_dir, workers, threads, data_dir=None):
     )
     queue, running, failed = list(todo), {}, []
     total = len(todo)
+
+    def record(process, status, usage):
+        name, seed, started, log = running.pop(process)
+        log.close()
+        entry = timing.setdefault(f"{name}/seed{seed}", {"cpu_s": 0.0, "wall_s": 0.0})
+        entry["cpu_s"] += usage.ru_utime + usage.ru_stime
+        entry["wall_s"] += time.time() - started
+        _write_json(timing_path, timing)
+        return name, seed, os.waitstatus_to_exitcode(status), time.time() - started
+
     try:
         while queue or running:
             while queue and len(running) < workers:
@@ -103,31 +118,29 @@ def train_missing(todo, output_dir, workers, threads, data_dir=None):
                 print(f"[{done}/{total} done] started {name} seed {seed} "
                       f"(log: {run_path}.log)", flush=True)
             time.sleep(2)
-            for process in [p for p in running if p.poll() is not None]:
-                name, seed, started, log = running.pop(process)
-                log.close()
-                key = f"{name}/seed{seed}"
-                timing[key] = timing.get(key, 0.0) + time.time() - started
-                _write_json(timing_path, timing)
-                if process.returncode:
+            for process in list(running):
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if not pid:
+                    continue
+                process.returncode = os.waitstatus_to_exitcode(status)  # reaped here
+                name, seed, code, seconds = record(process, status, usage)
+                if code:
                     failed.append((name, seed))
-                    print(f"FAILED {name} seed {seed} (exit {process.returncode}); "
-                          f"see {reproduction_report.run_path(output_dir, name, seed)}.log",
+                    print(f"FAILED {name} seed {seed} (exit {code}); see "
+                          f"{reproduction_report.run_path(output_dir, name, seed)}.log",
                           flush=True)
                 else:
-                    print(f"finished {name} seed {seed} in "
-                          f"{(time.time() - started) / 60:.1f} min", flush=True)
+                    print(f"finished {name} seed {seed} in {seconds / 60:.1f} min",
+                          flush=True)
     finally:
-        for process, (name, seed, started, log) in running.items():
-            # The training command saves nothing half-way: the run resumes at its
-            # last finished epoch next time.
-            process.send_signal(signal.SIGINT)
-            process.wait()
-            log.close()
-            key = f"{name}/seed{seed}"
-            timing[key] = timing.get(key, 0.0) + time.time() - started
-        if running:
-            _write_json(timing_path, timing)
+        for process in list(running):
+            # The training command commits whole epochs only, so a run stopped at any
+            # moment resumes at its last finished epoch next time. (SIGTERM, since
+            # a background job ignores SIGINT.)
+            process.terminate()
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            record(process, status, usage)
     return failed
 
 
@@ -152,6 +165,8 @@ def main(argv):
     if _FLAGS.workers < 1:
         raise app.UsageError(f"--workers must be at least 1; got {_FLAGS.workers}.")
     failed = []
+    # Stopped by SIGTERM (kill, a session's end) as by Ctrl-C: stop the runs, keep the timing.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if not _FLAGS.report_only:
         os.makedirs(_FLAGS.output_dir, exist_ok=True)
         threads = _FLAGS.threads or max(1, (os.cpu_count() or 1) // _FLAGS.workers)
