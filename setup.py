@@ -27,7 +27,8 @@ setup(
     extras_require={
         # tools/reproduce.py, tools/gradcam.py and tools/report.py draw with matplotlib.
         "plot": ["matplotlib>=3.8,<4"],
-        "test": ["pytest>=8,<10", "matplotlib>=3.8,<4"],
+        # pytest-xdist: the suite runs on two processes (pytest.ini), one per core.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "matplotlib>=3.8,<4"],
     },
     license="Apache-2.0",
     classifiers=[

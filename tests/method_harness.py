@@ -51,9 +51,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import keras
     from keras_ffl import get_method
 
-    method, kwargs = sys.argv[1], json.loads(sys.argv[2])
+    method, variants = sys.argv[1], json.loads(sys.argv[2])
 
-    def train(strategy, initial_weights):
+    def train(strategy, initial_weights, kwargs):
         with strategy.scope():
             model = get_method(method).create("resnet8", 5, (8, 8, 3), sync_bn=True, **kwargs)
             model.compile(optimizer=model.make_optimizer(0.1))
@@ -65,32 +65,41 @@ MIRRORED_SCRIPT = textwrap.dedent(
         y = rng.randint(0, 5, 16).astype("int32")
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
         history = model.fit(data, epochs=1, verbose=0, shuffle=False)
-        return start, model.get_weights(), history.history["loss"][0]
+        iterations = int(model.optimizer.iterations.value.read_value())
+        return start, model.get_weights(), history.history["loss"][0], iterations
 
-    keras.utils.set_random_seed(0)
-    start, single, single_loss = train(tf.distribute.OneDeviceStrategy("/cpu:0"), None)
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
-    _, multi, multi_loss = train(mirrored, start)
-    moved = max(float(np.abs(a - b).max()) for a, b in zip(start, single))
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(single, multi))
-    print(json.dumps({"single_loss": single_loss, "multi_loss": multi_loss,
-                      "moved": moved, "diff": diff}))
+    results = []
+    for kwargs in variants:
+        keras.utils.set_random_seed(0)
+        start, single, single_loss, _ = train(
+            tf.distribute.OneDeviceStrategy("/cpu:0"), None, kwargs
+        )
+        _, multi, multi_loss, iterations = train(mirrored, start, kwargs)
+        moved = max(float(np.abs(a - b).max()) for a, b in zip(start, single))
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(single, multi))
+        results.append({"single_loss": single_loss, "multi_loss": multi_loss,
+                        "moved": moved, "diff": diff, "iterations": iterations})
+    print(json.dumps(results))
     """
 )
 
 
-def assert_two_replicas_match_one_device(method, kwargs):
-    """Two MirroredStrategy replicas train `method` like one device on the same global batch."""
+def assert_two_replicas_match_one_device(method, variants):
+    """Two MirroredStrategy replicas train `method` like one device on the same global
+    batches, and advance the optimizer's step once per global batch; `variants` are the
+    keyword arguments of each model tried (one process for all of them)."""
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, method, json.dumps(kwargs)],
+        [sys.executable, "-c", MIRRORED_SCRIPT, method, json.dumps(list(variants))],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    values = json.loads(result.stdout.strip().splitlines()[-1])
-    assert values["moved"] > 1e-3  # two steps changed the weights
-    assert values["multi_loss"] == pytest.approx(values["single_loss"], rel=1e-5)
-    assert values["diff"] < 1e-5, values
+    for kwargs, values in zip(variants, json.loads(result.stdout.strip().splitlines()[-1])):
+        assert values["moved"] > 1e-3, kwargs  # two steps changed the weights
+        assert values["multi_loss"] == pytest.approx(values["single_loss"], rel=1e-5), kwargs
+        assert values["diff"] < 1e-5, (kwargs, values)
+        assert values["iterations"] == 2, (kwargs, values)  # 16 examples, global batch 8
 
 
 class MethodTests:
@@ -101,6 +110,8 @@ class MethodTests:
     options: dict = {}
     branches: int | None = None
     arch = "resnet8"
+    #: Options besides `options` under which two replicas must match one device.
+    mirrored_variants: tuple = ({},)
 
     @property
     def method_class(self):
@@ -125,11 +136,18 @@ class MethodTests:
         for head in model.heads:
             assert tuple(logits[head].shape) == (2, NUM_CLASSES), head
 
-    def test_fit_logs_every_heads_metrics(self):
+    @pytest.fixture(scope="class")
+    def trained(self):
+        """A model after one epoch of `fit` with validation, and its logs (built once
+        per method: building and tracing is most of a test's time)."""
         x, y = learnable_data(32)
         model = self.make_model()
         logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0,
                          validation_data=(x, y)).history
+        return model, logs
+
+    def test_fit_logs_every_heads_metrics(self, trained):
+        model, logs = trained
         expected = {"loss", "distill_weight", *model.logged_terms}
         expected |= {f"{h}_loss" for h in model.heads}
         expected |= {f"{h}_acc" for h in model.metric_heads}
@@ -138,10 +156,9 @@ class MethodTests:
         assert expected | {f"val_{k}" for k in expected - {"distill_weight"}} <= set(logs)
         assert all(np.isfinite(v[0]) for v in logs.values())
 
-    def test_keras_round_trip_keeps_weights_options_and_optimizer_state(self, tmp_path):
-        x, y = learnable_data(32)
-        model = self.make_model()
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    def test_keras_round_trip_keeps_weights_options_and_optimizer_state(self, trained, tmp_path):
+        x, _ = learnable_data(32)
+        model, _ = trained
         path = tmp_path / f"{self.method}.keras"
         model.save(path)
         restored = keras.saving.load_model(path)
@@ -155,8 +172,8 @@ class MethodTests:
         for head in model.heads:
             np.testing.assert_allclose(actual[head], expected[head], atol=1e-6)
 
-    def test_export_writes_every_head(self, tmp_path):
-        model = self.make_model()
+    def test_export_writes_every_head(self, trained, tmp_path):
+        model, _ = trained
         mean, std = (127.5,) * 3, (64.0,) * 3
         result = export_savedmodels(model, tmp_path, "m", mean=mean, std=std)
         names = sorted(m.name for m in result.models)
@@ -183,7 +200,9 @@ class MethodTests:
     @pytest.mark.slow
     def test_two_replicas_match_one_device(self):
         assert_two_replicas_match_one_device(
-            self.method, {"branches": self.num_subnetworks, **self.options}
+            self.method,
+            [{"branches": self.num_subnetworks, **self.options, **variant}
+             for variant in self.mirrored_variants],
         )
 
     @pytest.mark.slow

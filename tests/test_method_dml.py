@@ -1,22 +1,12 @@
 """DML (Zhang et al., CVPR 2018; reference YingZhangDUT/Deep-Mutual-Learning, train_models.py):
 peers trained with CE + KL toward each other, updated in turn or jointly."""
 
-import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from method_harness import (
-    IMAGE_SHAPE,
-    NUM_CLASSES,
-    MethodTests,
-    assert_two_replicas_match_one_device,
-    learnable_data,
-)
+from method_harness import IMAGE_SHAPE, NUM_CLASSES, MethodTests, learnable_data
 
 from keras_ffl import build_subnetwork
 from keras_ffl.methods.dml import dml_loss_terms
@@ -59,6 +49,7 @@ def changed(before, after):
 
 class TestDML(MethodTests):
     method = "dml"
+    mirrored_variants = ({}, {"update": "joint"})
 
     @pytest.mark.parametrize("temperature", [1.0, 2.0])
     def test_two_peers_each_get_ce_plus_one_kl_toward_the_other(self, temperature):
@@ -188,42 +179,3 @@ class TestDML(MethodTests):
             if head == "sub2":
                 assert max(np.abs(a - b).max() for a, b, t in pairs if t) > 1e-6
         assert int(joint.optimizer.iterations) == int(alternate.optimizer.iterations) == 1
-
-    @pytest.mark.slow
-    def test_two_replicas_advance_iterations_once_per_batch(self):
-        result = subprocess.run(
-            [sys.executable, "-c", MIRRORED_ITERATIONS], capture_output=True, text=True,
-            timeout=600, check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert json.loads(result.stdout.strip().splitlines()[-1]) == {"iterations": 3}
-
-
-@pytest.mark.slow
-def test_joint_update_on_two_replicas_matches_one_device():
-    assert_two_replicas_match_one_device("dml", {"branches": 2, "update": "joint"})
-
-
-MIRRORED_ITERATIONS = textwrap.dedent(
-    """
-    import json
-    import numpy as np
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-    )
-    from keras_ffl import get_method
-
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        model = get_method("dml").create("resnet8", 5, (8, 8, 3), sync_bn=True)
-        model.compile(optimizer=model.make_optimizer(0.1))
-    rng = np.random.RandomState(0)
-    x = rng.randn(24, 8, 8, 3).astype("float32")
-    y = rng.randint(0, 5, 24).astype("int32")
-    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0)
-    print(json.dumps({"iterations": int(model.optimizer.iterations.value.read_value())}))
-    """
-)
