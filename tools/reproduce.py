@@ -27,7 +27,10 @@ import reproduction_report  # noqa: E402  (beside this file)
 from reproduction_report import CASE2_ARCH, RUNS  # noqa: E402
 
 _FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "runs/reproduction", "Where each run's model directory goes.")
+flags.DEFINE_string(
+    "output_dir", "results/reproduction",
+    "Where each run's model directory goes (its results are committed; checkpoints are not).",
+)
 flags.DEFINE_string("docs_dir", "docs", "Where RESULTS.md and its plots are written.")
 flags.DEFINE_string("data_dir", None, "Directory with Fashion-MNIST's files, if not the default.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every run is trained once per seed.")

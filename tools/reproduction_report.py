@@ -209,7 +209,7 @@ def write_report(output_dir, docs_dir, seeds, command, parameters=None):
         "",
         "Each run is the training command, e.g. `python -m keras_ffl.fit "
         "--dataset=fashion_mnist --method=ffl --branches=3 --seed=0 "
-        "--model_dir=runs/reproduction/ffl3/seed0`.",
+        "--model_dir=results/reproduction/ffl3/seed0`.",
         "",
         "## Table I: FFL vs DualNet",
         "",
