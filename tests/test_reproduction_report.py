@@ -1,4 +1,4 @@
-"""tools/reproduction_report.py and tools/reproduce.py: the protocol's commands, the
+"""tools/reproduction_report.py and tools/reproduction_runner.py: the protocol's commands, the
 paper's tables and the claim verdicts, from run directories as the training command
 writes them."""
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
-import reproduce  # noqa: E402
 import reproduction_report as report  # noqa: E402
+import reproduction_runner as runner  # noqa: E402
 
 
 def write_run(output_dir, name, seed, final_accuracy, finished=True):
@@ -84,18 +84,18 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
 
 
 def test_every_run_is_the_training_command_with_its_options(tmp_path):
-    command = reproduce.run_command("ffl_no_kd", 2, str(tmp_path))
+    command = runner.run_command("ffl_no_kd", 2, str(tmp_path))
     assert command[1:4] == ["-m", "keras_ffl.fit", "--dataset=fashion_mnist"]
     assert {"--method=ffl", "--seed=2", "--ekd=false", "--fkd=false"} <= set(command)
     assert f"--model_dir={tmp_path}/ffl_no_kd/seed2" in command
-    case2 = reproduce.run_command("dml_case2", 0, str(tmp_path))
+    case2 = runner.run_command("dml_case2", 0, str(tmp_path))
     assert f"--arch={','.join(report.CASE2_ARCH)}" in case2
 
 
 def test_finished_runs_are_not_trained_again(tmp_path):
     write_run(tmp_path, "ffl", 0, {"fused": 0.9})
     write_run(tmp_path, "vanilla", 0, {"sub1": 0.9}, finished=False)
-    todo = reproduce.pending(["ffl", "vanilla"], [0, 1], str(tmp_path))
+    todo = runner.pending(["ffl", "vanilla"], [0, 1], str(tmp_path))
     assert todo == [("vanilla", 0), ("ffl", 1), ("vanilla", 1)]
 
 
@@ -104,8 +104,8 @@ def test_runs_train_side_by_side_recording_cpu_time_and_failures(tmp_path, monke
         code = 1 if name == "vanilla" else 0
         return [sys.executable, "-c", f"import sys; sum(range(3_000_000)); sys.exit({code})"]
 
-    monkeypatch.setattr(reproduce, "run_command", fake_command)
-    failed = reproduce.train_missing([("ffl", 0), ("vanilla", 0), ("ffl", 1)], str(tmp_path),
+    monkeypatch.setattr(runner, "run_command", fake_command)
+    failed = runner.train_missing([("ffl", 0), ("vanilla", 0), ("ffl", 1)], str(tmp_path),
                                      workers=2, threads=1)
     assert failed == [("vanilla", 0)]
     timing = report.read_timing(str(tmp_path))
@@ -116,7 +116,7 @@ def test_runs_train_side_by_side_recording_cpu_time_and_failures(tmp_path, monke
 
 
 def test_a_stopped_runner_stops_its_runs_and_keeps_their_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(reproduce, "run_command", lambda *args, **kwargs: [
+    monkeypatch.setattr(runner, "run_command", lambda *args, **kwargs: [
         sys.executable, "-c", "import time; time.sleep(60)"
     ])
     sleeps = iter([None, KeyboardInterrupt])
@@ -125,7 +125,7 @@ def test_a_stopped_runner_stops_its_runs_and_keeps_their_time(tmp_path, monkeypa
         if (event := next(sleeps)) is not None:
             raise event
 
-    monkeypatch.setattr(reproduce.time, "sleep", sleep)
+    monkeypatch.setattr(runner.time, "sleep", sleep)
     with pytest.raises(KeyboardInterrupt):
-        reproduce.train_missing([("ffl", 0)], str(tmp_path), workers=1, threads=1)
+        runner.train_missing([("ffl", 0)], str(tmp_path), workers=1, threads=1)
     assert set(report.read_timing(str(tmp_path))) == {"ffl/seed0"}
