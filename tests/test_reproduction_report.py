@@ -74,7 +74,8 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
     # DualNet has not finished: its claims are reported as not run, not dropped.
     assert "| FFL's fused classifier beats DualNet's Z_avg | I | 1.93 (Table I(a)) | — | 0 " \
            "| not run yet |" in text
-    assert "Finished runs: 8 of 24. The runs so far took 1.5 CPU-hours (1.7 hours" in text
+    assert "Finished runs: 8 of 24. The runs have recorded 1.5 CPU-hours" in text
+    assert "| D | ✓ | | | — | — |" in text and report.fmt({0: 9.0}) == "9.00 (1 seed)"
     # Standard errors 0.5 (three claims) and 0 (one): the largest is 0.5.
     assert "the largest standard error of a gain is 0.50 points" in text
     assert "    python tools/reproduce.py" in text

@@ -151,8 +151,9 @@ def fmt(errors):
     values = list(errors.values())
     if not values:
         return "—"
-    spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.2f} ± {spread:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
 
 
 def write_report(output_dir, docs_dir, seeds, command, parameters=None):
@@ -178,7 +179,6 @@ def write_report(output_dir, docs_dir, seeds, command, parameters=None):
     finished = sum(len(by_seed) for by_seed in curves.values())
     timing = read_timing(output_dir)
     cpu_hours = sum(entry["cpu_s"] for entry in timing.values()) / 3600
-    wall_hours = sum(entry["wall_s"] for entry in timing.values()) / 3600
     lines = [
         "# Results: the paper's comparisons on Fashion-MNIST",
         "",
@@ -196,11 +196,10 @@ def write_report(output_dir, docs_dir, seeds, command, parameters=None):
         "(no best-epoch picking): top-1 test error (%), mean ± sample standard "
         f"deviation over seeds {', '.join(str(s) for s in seeds)}.",
         "",
-        f"Finished runs: {finished} of {len(RUNS) * len(seeds)}. The runs so far took "
-        f"{cpu_hours:.1f} CPU-hours ({wall_hours:.1f} hours of run wall time, two runs at "
-        "a time with one thread each on this machine's 2 cores, so about half that "
-        "elapsed). A table cell with fewer seeds than the others shows what has "
-        "finished so far.",
+        f"Finished runs: {finished} of {len(RUNS) * len(seeds)}. The runs have recorded "
+        f"{cpu_hours:.1f} CPU-hours of training so far (two runs at a time, one thread "
+        "each, on this machine's 2 cores). A table cell with fewer seeds than the "
+        "others shows what has finished so far.",
         "",
         "Regenerate (finished runs are reused, a stopped one resumes at its last epoch):",
         "",
@@ -301,10 +300,8 @@ def write_report(output_dir, docs_dir, seeds, command, parameters=None):
         mean, error, n = gain
         errors.append((error, text))
         counts[verdict(mean, error)] += 1
-        lines.append(
-            f"| {text} | {table} | {paper} | {mean:+.2f} ± {error:.2f} | {n} "
-            f"| {verdict(mean, error)} |"
-        )
+        shown = f"{mean:+.2f} ± {error:.2f}" if np.isfinite(error) else f"{mean:+.2f}"
+        lines.append(f"| {text} | {table} | {paper} | {shown} | {n} | {verdict(mean, error)} |")
     lines += [
         "",
         f"Of {len(CLAIMS)} claims: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".",
