@@ -34,6 +34,8 @@ RUNS = {
     "dml_case2": ("dml", {"arch": CASE2_ARCH}),
 }
 
+#: keras_ffl.heads' names, spelled here because importing keras_ffl starts TensorFlow,
+#: which the runner (alive beside the training processes) and the report do without.
 SUB1, SUB2, FUSED, ENSEMBLE, GATED, AVG, SUB_MEAN = (
     "sub1", "sub2", "fused", "ensemble", "gated", "avg", "sub_mean"
 )
