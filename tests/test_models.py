@@ -29,6 +29,20 @@ def test_wrn16_2_cifar100_parameter_count():
     assert trainable_count(build_subnetwork("wrn16_2", 100, (32, 32, 3))) == 703_284
 
 
+def test_a_width_multiplier_scales_every_convolution_of_the_cifar_resnet():
+    # By hand, resnet8 at half width (8/16/32 channels), 1 input channel, 10 classes:
+    # stem 3*3*1*8 + BN 16 = 88; stage 1: 2 * (3*3*8*8 + 16) = 1,184; stage 2:
+    # 3*3*8*16 + 32 + 3*3*16*16 + 32 + projection 8*16 + 32 = 3,680; stage 3:
+    # 3*3*16*32 + 64 + 3*3*32*32 + 64 + 16*32 + 64 = 14,528; classifier 32*10 + 10 = 330.
+    model = build_subnetwork("resnet8x0.5", 10, (28, 28, 1))
+    assert trainable_count(model) == 19_810
+    assert model.get_layer("features").output.shape[1:] == (7, 7, 32)
+    assert get_architecture("resnet8x1").name == "resnet8"
+    assert get_architecture("resnet32x2").widths == (32, 64, 128)
+    with pytest.raises(ValueError, match="whole number of channels"):
+        get_architecture("resnet8x0.3")
+
+
 @pytest.mark.parametrize(
     "arch,input_shape,feature_shape",
     [

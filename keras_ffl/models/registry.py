@@ -7,16 +7,20 @@ from keras_ffl.models.resnet_imagenet import ImageNetResNet
 from keras_ffl.models.wide_resnet import WideResNet
 
 ARCHITECTURE_HELP = (
-    "resnet<6n+2> (CIFAR ResNet: resnet8, resnet20, resnet32, resnet56, resnet110), "
+    "resnet<6n+2> (CIFAR ResNet: resnet8, resnet20, resnet32, resnet56, resnet110; "
+    "resnet<6n+2>x<width> multiplies its channels, e.g. resnet8x0.5), "
     "wrn<d>_<k> (Wide ResNet, e.g. wrn16_2, wrn40_2), resnet18 / resnet34 (ImageNet ResNet)"
 )
 
 
 def get_architecture(name, sync_bn=False):
-    """Returns the `Architecture` for a name such as "resnet32", "wrn16_2" or "resnet34"."""
+    """Returns the `Architecture` for a name such as "resnet32", "resnet8x0.5", "wrn16_2"
+    or "resnet34"."""
     key = name.strip().lower().replace("-", "_")
     if match := re.fullmatch(r"wrn_?(\d+)_(\d+)", key):
         return WideResNet(int(match[1]), int(match[2]), sync_bn=sync_bn)
+    if match := re.fullmatch(r"resnet_?(\d+)x(\d+(?:\.\d+)?)", key):
+        return CifarResNet(int(match[1]), sync_bn=sync_bn, width=float(match[2]))
     if match := re.fullmatch(r"resnet_?(\d+)", key):
         depth = int(match[1])
         if depth in (18, 34):
