@@ -43,6 +43,19 @@ def test_a_width_multiplier_scales_every_convolution_of_the_cifar_resnet():
         get_architecture("resnet8x0.3")
 
 
+def test_a_fractional_wrn_width_keeps_the_16_channel_stem():
+    # By hand, WRN-10-0.5 (8/16/32 channels), 1 input channel, 10 classes: stem conv
+    # 3*3*1*16 = 144; stage 1 (16 -> 8): BN 32 + projection 16*8 + 3*3*16*8 + BN 16 +
+    # 3*3*8*8 = 1,904; stage 2: BN 16 + 8*16 + 3*3*8*16 + BN 32 + 3*3*16*16 = 3,632;
+    # stage 3: BN 32 + 16*32 + 3*3*16*32 + BN 64 + 3*3*32*32 = 14,432; final BN 64;
+    # classifier 32*10 + 10 = 330.
+    model = build_subnetwork("wrn10_0.5", 10, (28, 28, 1))
+    assert trainable_count(model) == 20_506
+    assert get_architecture("wrn16_2").name == "wrn16_2"
+    with pytest.raises(ValueError, match="whole number of channels"):
+        get_architecture("wrn10_0.3")
+
+
 @pytest.mark.parametrize(
     "arch,input_shape,feature_shape",
     [

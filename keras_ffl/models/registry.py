@@ -17,8 +17,8 @@ def get_architecture(name, sync_bn=False):
     """Returns the `Architecture` for a name such as "resnet32", "resnet8x0.5", "wrn16_2"
     or "resnet34"."""
     key = name.strip().lower().replace("-", "_")
-    if match := re.fullmatch(r"wrn_?(\d+)_(\d+)", key):
-        return WideResNet(int(match[1]), int(match[2]), sync_bn=sync_bn)
+    if match := re.fullmatch(r"wrn_?(\d+)_(\d+(?:\.\d+)?)", key):
+        return WideResNet(int(match[1]), float(match[2]), sync_bn=sync_bn)
     if match := re.fullmatch(r"resnet_?(\d+)x(\d+(?:\.\d+)?)", key):
         return CifarResNet(int(match[1]), sync_bn=sync_bn, width=float(match[2]))
     if match := re.fullmatch(r"resnet_?(\d+)", key):

@@ -9,6 +9,9 @@ from keras_ffl.models.layers import batch_norm, conv
 class WideResNet(Architecture):
     """3x3 conv 16 -> three stages of (d-4)/6 pre-activation blocks at 16k/32k/64k.
 
+    k may be fractional (wrn10_0.5: 8/16/32 channels) for networks smaller than
+    the paper's; the stem keeps its 16 channels, as in every WRN.
+
     The last stage ends with BN + ReLU, so every architecture's feature map is
     post-activation. Stages: 0 = stem, 1..3 = the residual stages.
     """
@@ -18,15 +21,17 @@ class WideResNet(Architecture):
     zero_classifier_bias = True
 
     def __init__(self, depth, width, sync_bn=False):
-        if depth < 10 or (depth - 4) % 6 or width < 1:
+        widths = [16 * width * k for k in (1, 2, 4)]
+        if depth < 10 or (depth - 4) % 6 or width <= 0 or any(w != int(w) for w in widths):
             raise ValueError(
-                f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) and width >= 1; "
-                f"got WRN-{depth}-{width}."
+                f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) and width k "
+                f"must make 16k a whole number of channels (0.5, 1, 2, ...); "
+                f"got WRN-{depth}-{width:g}."
             )
-        super().__init__(f"wrn{depth}_{width}", sync_bn)
+        super().__init__(f"wrn{depth}_{width:g}", sync_bn)
         self.depth, self.width = depth, width
         self.blocks_per_stage = (depth - 4) // 6
-        self.widths = (16 * width, 32 * width, 64 * width)
+        self.widths = tuple(int(w) for w in widths)
         self.feature_channels = self.widths[-1]
 
     def _block(self, x, filters, strides, name):
