@@ -20,10 +20,11 @@ def write_run(output_dir, name, seed, final_accuracy, finished=True):
     path.mkdir(parents=True)
     columns = [f"val_{head}_acc" for head in final_accuracy]
     with open(path / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["epoch", "loss", *columns])
+        writer = csv.DictWriter(f, ["epoch", "distill_weight", "loss", *columns])
         writer.writeheader()
-        writer.writerow({"epoch": 0, "loss": 1.0, **dict.fromkeys(columns, 0.5)})
-        writer.writerow({"epoch": 1, "loss": 0.5, **{
+        writer.writerow({"epoch": 0, "distill_weight": 0.0067, "loss": 1.0,
+                         **dict.fromkeys(columns, 0.5)})
+        writer.writerow({"epoch": 1, "distill_weight": 1.0, "loss": 0.5, **{
             f"val_{head}_acc": acc for head, acc in final_accuracy.items()
         }})
     if finished:
@@ -46,36 +47,50 @@ def test_gain_standard_error_and_verdicts_by_hand():
 def test_report_tables_and_claims_from_run_directories(tmp_path):
     out, docs = tmp_path / "runs", tmp_path / "docs"
     for seed, offset in ((0, 0.0), (1, 0.01)):
-        write_run(out, "vanilla", seed, {"sub1": 0.85})
         write_run(out, "ffl", seed, {"sub1": 0.89, "sub2": 0.91, "sub_mean": 0.90 + offset,
                                      "fused": 0.92, "ensemble": 0.91})
         write_run(out, "ffl_average", seed, {"sub_mean": 0.90, "fused": 0.93 + offset})
         write_run(out, "ensemble", seed, {"sub1": 0.86, "sub2": 0.86, "sub_mean": 0.86,
                                           "ensemble": 0.90})
+    write_run(out, "ffl_long", 0, {"sub_mean": 0.905, "fused": 0.925})
+    write_run(out, "ensemble_long", 0, {"sub_mean": 0.87, "ensemble": 0.905})
+    write_run(out, "ffl_long", 1, {"fused": 0.5})  # Not trained by the protocol: ignored.
     write_run(out, "dualnet", 0, {"sub_mean": 0.80, "fused": 0.85, "avg": 0.88}, finished=False)
     (out / "timing.json").write_text(json.dumps({
         "ffl/seed0": {"cpu_s": 3600.0, "wall_s": 4000.0},
-        "ffl/seed1": {"cpu_s": 1800.0, "wall_s": 2000.0},
+        "ffl/seed1": {"cpu_s": 1800.0, "wall_s": 3200.0},
     }))
 
     path = report.write_report(str(out), str(docs), [0, 1], "python tools/reproduce.py",
-                               parameters={"ffl": 146510, "ensemble": 155508})
+                               parameters={"ffl": 146510, "ensemble": 155508, "vanilla": 77754})
     text = pathlib.Path(path).read_text()
-    # Vanilla 85% -> 15% error on both seeds; FFL's sub-networks 10% and 9%.
-    assert "| vanilla | | | | | 15.00 ± 0.00 |" in text
+    # The vanilla network is the 2-net's members: 86% -> 14% error on both seeds.
+    assert "| vanilla | | | | | 14.00 ± 0.00 |" in text
+    assert "| vanilla (the 2-net's members) | 77,754 | 14.00 ± 0.00 |" in text
     assert "| A | ✓ | ✓ | ✓ | 8.00 ± 0.00 | 9.50 ± 0.71 |" in text
     assert "| 2-net (two independent networks, averaged logits) | 155,508 | 10.00 ± 0.00 |" in text
-    # Gains 5 and 6 points: mean 5.5, standard error 0.5; more than twice it: holds.
+    # Gains 4 and 5 points: mean 4.5, standard error 0.5 (0.45 of the paper's 1.11): holds.
     assert "| FFL's sub-networks beat a vanilla network | IV | 1.11 (Table IV, ImageNet) " \
-           "| +5.50 ± 0.50 | 2 | holds |" in text
+           "| +4.50 ± 0.50 | 0.45 | 2 | holds |" in text
     # Averaging's fused classifier is better here (7% and 6% error vs 8%).
     assert "| The fusion module beats averaging: fused (A vs B) | II | 0.54 (Table II) " \
-           "| -1.50 ± 0.50 | 2 | does not hold |" in text
+           "| -1.50 ± 0.50 | 0.93 | 2 | does not hold |" in text
+    # ... so the report says what pins FFL's loss, and the ramp-up the runs recorded.
+    assert "- *The fusion module beats averaging: fused (A vs B)*: FFL's loss terms" in text
+    assert "FFL B (averaging): w = 0.0067, 1; FFL: w = 0.0067, 1." in text
     # DualNet has not finished: its claims are reported as not run, not dropped.
-    assert "| FFL's fused classifier beats DualNet's Z_avg | I | 1.93 (Table I(a)) | — | 0 " \
+    assert "| FFL's fused classifier beats DualNet's Z_avg | I | 1.93 (Table I(a)) | — | — | 0 " \
            "| not run yet |" in text
-    assert "Finished runs: 8 of 24. The runs have recorded 1.5 CPU-hours" in text
+    n_runs = len(report.RUNS) * 2
+    assert f"Finished runs: 6 of {n_runs}, and 2 of 2 runs of the convergence check. They " \
+           "took 1.5 CPU-hours" in text
+    assert "their wall times add up to 2.0 hours" in text and "about 1.0 hours" in text
     assert "| D | ✓ | | | — | — |" in text and report.fmt({0: 9.0}) == "9.00 (1 seed)"
+    # Convergence: pass by pass, mean over seeds (50% after pass 1; 90.5% after pass 2).
+    assert "| FFL sub-networks | 50.00 | 90.50 | +40.50 |" in text
+    # Seed 0 at 2 passes and at 8: FFL fused 8.0 -> 7.5, the 2-net 10.0 -> 9.5.
+    assert "| FFL fused | 8.00 | 7.50 | -0.50 |" in text
+    assert "| gain of FFL fused over the 2-net | +2.00 | +2.00 | +0.00 |" in text
     # Standard errors 0.5 (three claims) and 0 (one): the largest is 0.5.
     assert "the largest standard error of a gain is 0.50 points" in text
     assert "    python tools/reproduce.py" in text
@@ -84,20 +99,25 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
         assert f"]({filename})" in text
 
 
-def test_every_run_is_the_training_command_with_its_options(tmp_path):
+def test_every_run_is_the_training_command_with_the_protocol_and_its_options(tmp_path):
     command = runner.run_command("ffl_no_kd", 2, str(tmp_path))
     assert command[1:4] == ["-m", "keras_ffl.fit", "--dataset=fashion_mnist"]
     assert {"--method=ffl", "--seed=2", "--ekd=false", "--fkd=false"} <= set(command)
+    assert {f"--arch={report.ARCH}", "--epochs=4", "--lr_milestones=2,3"} <= set(command)
     assert f"--model_dir={tmp_path}/ffl_no_kd/seed2" in command
     case2 = runner.run_command("dml_case2", 0, str(tmp_path))
     assert f"--arch={','.join(report.CASE2_ARCH)}" in case2
+    assert len([flag for flag in case2 if flag.startswith("--arch=")]) == 1
+    longer = runner.run_command("ffl_long", 0, str(tmp_path))
+    assert [flag for flag in longer if flag.startswith("--epochs=")] == ["--epochs=8"]
 
 
 def test_finished_runs_are_not_trained_again(tmp_path):
     write_run(tmp_path, "ffl", 0, {"fused": 0.9})
-    write_run(tmp_path, "vanilla", 0, {"sub1": 0.9}, finished=False)
-    todo = runner.pending(["ffl", "vanilla"], [0, 1], str(tmp_path))
-    assert todo == [("vanilla", 0), ("ffl", 1), ("vanilla", 1)]
+    write_run(tmp_path, "ensemble", 0, {"ensemble": 0.9}, finished=False)
+    todo = runner.pending(["ffl_long", "ffl", "ensemble"], [0, 1], str(tmp_path))
+    # Seed by seed, the convergence check last and with the first seed only.
+    assert todo == [("ensemble", 0), ("ffl", 1), ("ensemble", 1), ("ffl_long", 0)]
 
 
 def test_runs_train_side_by_side_recording_cpu_time_and_failures(tmp_path, monkeypatch):

@@ -1,8 +1,11 @@
 """Reproduces every comparison of the paper on real Fashion-MNIST, offline.
 
-The protocol (docs/RESULTS.md): every configuration of `RUNS` trained with the
-training command's default Fashion-MNIST recipe ("small": 6 full passes over the
-60,000 training images) once per seed. Each run is the training command itself,
+The protocol (docs/RESULTS.md; `PROTOCOL`, `RUNS` and `CONVERGENCE_RUNS` of
+tools/reproduction_report.py): every configuration of `RUNS` trained once per
+seed with the Fashion-MNIST recipe and PROTOCOL's flags (4 full passes over the
+60,000 training images, half-width ResNet-8s), then the convergence check (the
+same schedule stretched to 8 passes) with the first seed. Each run is the
+training command itself,
 `python -m keras_ffl.fit ... --model_dir=OUTPUT_DIR/<run>/seed<k>`, so a run
 stopped at any point resumes at its last finished epoch when this tool is
 started again, and finished runs are reused. `--workers` runs train side by
@@ -22,7 +25,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reproduction_report  # noqa: E402  (beside this file)
 import reproduction_runner  # noqa: E402
-from reproduction_report import CASE2_ARCH, RUNS  # noqa: E402
+from reproduction_report import ALL_RUNS, CASE2_ARCH  # noqa: E402
 
 _FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -32,7 +35,7 @@ flags.DEFINE_string(
 flags.DEFINE_string("docs_dir", "docs", "Where RESULTS.md and its plots are written.")
 flags.DEFINE_string("data_dir", None, "Directory with Fashion-MNIST's files, if not the default.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every run is trained once per seed.")
-flags.DEFINE_list("runs", None, f"Only these runs (default: all of {', '.join(RUNS)}).")
+flags.DEFINE_list("runs", None, f"Only these runs (default: all of {', '.join(ALL_RUNS)}).")
 flags.DEFINE_integer("workers", 2, "Runs trained at the same time.")
 flags.DEFINE_integer(
     "threads", None, "TensorFlow threads per run (default: the CPU cores / --workers)."
@@ -43,10 +46,10 @@ flags.DEFINE_bool("report_only", False, "Only rebuild the report from the runs o
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    names = _FLAGS.runs or list(RUNS)
-    unknown = sorted(set(names) - set(RUNS))
+    names = _FLAGS.runs or list(ALL_RUNS)
+    unknown = sorted(set(names) - set(ALL_RUNS))
     if unknown:
-        raise app.UsageError(f"Unknown --runs {unknown}; known: {', '.join(RUNS)}.")
+        raise app.UsageError(f"Unknown --runs {unknown}; known: {', '.join(ALL_RUNS)}.")
     try:
         seeds = [int(s) for s in _FLAGS.seeds]
     except ValueError:

@@ -12,12 +12,12 @@ import sys
 import time
 
 import reproduction_report  # beside this file
-from reproduction_report import RUNS
+from reproduction_report import ALL_RUNS, CONVERGENCE_RUNS, PROTOCOL
 
 
 def run_command(name, seed, output_dir, data_dir=None):
-    """The training command of run `name` with `seed`."""
-    method, options = RUNS[name]
+    """The training command of run `name` with `seed`: PROTOCOL's flags, then the run's."""
+    method, options = ALL_RUNS[name]
     command = [
         sys.executable, "-m", "keras_ffl.fit",
         "--dataset=fashion_mnist",
@@ -26,7 +26,8 @@ def run_command(name, seed, output_dir, data_dir=None):
         f"--model_dir={reproduction_report.run_path(output_dir, name, seed)}",
         "--verbose=2",
     ]
-    command += [f"--{key}={_flag_value(value)}" for key, value in options.items()]
+    flags = {**PROTOCOL, **options}
+    command += [f"--{key}={_flag_value(value)}" for key, value in flags.items()]
     if data_dir:
         command.append(f"--data_dir={data_dir}")
     return command
@@ -36,19 +37,17 @@ def _flag_value(value):
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple):
-        return ",".join(value)
+        return ",".join(map(str, value))
     return str(value)
 
 
 def pending(names, seeds, output_dir):
     """(name, seed) of the runs without results, seed by seed so that every seed's
-    comparisons complete before the next seed starts."""
-    return [
-        (name, seed)
-        for seed in seeds
-        for name in names
-        if not reproduction_report.is_finished(output_dir, name, seed)
-    ]
+    comparisons complete before the next seed starts; the runs of CONVERGENCE_RUNS
+    among `names` come last, with the first seed only."""
+    order = [(name, seed) for seed in seeds for name in names if name not in CONVERGENCE_RUNS]
+    order += [(name, seeds[0]) for name in names if name in CONVERGENCE_RUNS]
+    return [run for run in order if not reproduction_report.is_finished(output_dir, *run)]
 
 
 def train_missing(todo, output_dir, workers, threads, data_dir=None):
