@@ -53,7 +53,7 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
         write_run(out, "ensemble", seed, {"sub1": 0.86, "sub2": 0.86, "sub_mean": 0.86,
                                           "ensemble": 0.90})
     write_run(out, "ffl_long", 0, {"sub_mean": 0.905, "fused": 0.925})
-    write_run(out, "ensemble_long", 0, {"sub_mean": 0.87, "ensemble": 0.905})
+    write_run(out, "vanilla_long", 0, {"sub1": 0.87})
     write_run(out, "ffl_long", 1, {"fused": 0.5})  # Not trained by the protocol: ignored.
     write_run(out, "dualnet", 0, {"sub_mean": 0.80, "fused": 0.85, "avg": 0.88}, finished=False)
     (out / "timing.json").write_text(json.dumps({
@@ -88,9 +88,11 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
     assert "| D | ✓ | | | — | — |" in text and report.fmt({0: 9.0}) == "9.00 (1 seed)"
     # Convergence: pass by pass, mean over seeds (50% after pass 1; 90.5% after pass 2).
     assert "| FFL sub-networks | 50.00 | 90.50 | +40.50 |" in text
-    # Seed 0 at 2 passes and at 8: FFL fused 8.0 -> 7.5, the 2-net 10.0 -> 9.5.
+    # Seed 0 at 2 passes and at 8: FFL fused 8.0 -> 7.5, its sub-networks 10.0 -> 9.5,
+    # vanilla (the 2-net's members at 2 passes) 14.0 -> 13.0.
     assert "| FFL fused | 8.00 | 7.50 | -0.50 |" in text
-    assert "| gain of FFL fused over the 2-net | +2.00 | +2.00 | +0.00 |" in text
+    assert "| vanilla resnet8x0.5 | 14.00 | 13.00 | -1.00 |" in text
+    assert "| gain of FFL's sub-networks over vanilla | +4.00 | +3.50 | -0.50 |" in text
     # Standard errors 0.5 (three claims) and 0 (one): the largest is 0.5.
     assert "the largest standard error of a gain is 0.50 points" in text
     assert "    python tools/reproduce.py" in text
