@@ -8,6 +8,14 @@ stages lets one builder cut any of them at any stage.
 import abc
 
 
+def scaled_widths(width, base=(16, 32, 64)):
+    """The stage widths `base` times `width`, or None when one is not a whole number."""
+    channels = [b * width for b in base]
+    if width <= 0 or any(c != int(c) for c in channels):
+        return None
+    return tuple(int(c) for c in channels)
+
+
 class Architecture(abc.ABC):
     """A backbone as `num_stages` stages (stage 0 is the stem) ending in a feature map.
 

@@ -1,6 +1,6 @@
 """CIFAR ResNet-(6n+2) of He et al. as the official FFL and ONE code define it."""
 
-from keras_ffl.models.architecture import Architecture
+from keras_ffl.models.architecture import Architecture, scaled_widths
 from keras_ffl.models.layers import basic_block, conv_bn
 
 
@@ -23,8 +23,8 @@ class CifarResNet(Architecture):
                 f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 20, 32, 56, 110, ...); "
                 f"got {depth}."
             )
-        channels = [16 * width * k for k in (1, 2, 4)]
-        if width <= 0 or any(c != int(c) for c in channels):
+        widths = scaled_widths(width)
+        if widths is None:
             raise ValueError(
                 f"CIFAR ResNet width must make 16 x width a whole number of channels "
                 f"(e.g. 0.5, 1, 2); got {width}."
@@ -33,7 +33,7 @@ class CifarResNet(Architecture):
         super().__init__(f"resnet{depth}{suffix}", sync_bn)
         self.depth, self.width = depth, width
         self.blocks_per_stage = (depth - 2) // 6
-        self.widths = tuple(int(c) for c in channels)
+        self.widths = widths
         self.feature_channels = self.widths[-1]
 
     def stage(self, x, index, prefix):

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_ffl.models.architecture import Architecture
+from keras_ffl.models.architecture import Architecture, scaled_widths
 from keras_ffl.models.layers import batch_norm, conv
 
 
@@ -21,8 +21,8 @@ class WideResNet(Architecture):
     zero_classifier_bias = True
 
     def __init__(self, depth, width, sync_bn=False):
-        widths = [16 * width * k for k in (1, 2, 4)]
-        if depth < 10 or (depth - 4) % 6 or width <= 0 or any(w != int(w) for w in widths):
+        widths = scaled_widths(width)
+        if depth < 10 or (depth - 4) % 6 or widths is None:
             raise ValueError(
                 f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) and width k "
                 f"must make 16k a whole number of channels (0.5, 1, 2, ...); "
@@ -31,7 +31,7 @@ class WideResNet(Architecture):
         super().__init__(f"wrn{depth}_{width:g}", sync_bn)
         self.depth, self.width = depth, width
         self.blocks_per_stage = (depth - 4) // 6
-        self.widths = tuple(int(w) for w in widths)
+        self.widths = widths
         self.feature_channels = self.widths[-1]
 
     def _block(self, x, filters, strides, name):
