@@ -105,7 +105,7 @@ def test_every_run_is_the_training_command_with_the_protocol_and_its_options(tmp
     command = runner.run_command("ffl_no_kd", 2, str(tmp_path))
     assert command[1:4] == ["-m", "keras_ffl.fit", "--dataset=fashion_mnist"]
     assert {"--method=ffl", "--seed=2", "--ekd=false", "--fkd=false"} <= set(command)
-    assert {f"--arch={report.ARCH}", "--epochs=4", "--lr_milestones=2,3"} <= set(command)
+    assert {f"--arch={report.ARCH}", "--epochs=6", "--lr_milestones=3,5"} <= set(command)
     assert f"--model_dir={tmp_path}/ffl_no_kd/seed2" in command
     case2 = runner.run_command("dml_case2", 0, str(tmp_path))
     assert f"--arch={','.join(report.CASE2_ARCH)}" in case2
