@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ffl import data, data_checks, distribute, methods, recipes, run_dir, validation
+from keras_ffl.callbacks import catch_interrupts
 from keras_ffl.heads import SUB_MEAN
 from keras_ffl.models import get_architecture
 from keras_ffl.run_dir import (
@@ -422,7 +423,10 @@ class Run:
             EpochCommit(self, directory),
         ]
         try:
-            with distribute.keras_fit_scope(self.model, self.strategy):
+            with (
+                catch_interrupts() as stop_on_interrupt,
+                distribute.keras_fit_scope(self.model, self.strategy),
+            ):
                 self.model.fit(
                     train_data,
                     epochs=config.epochs,
@@ -430,7 +434,7 @@ class Run:
                     steps_per_epoch=config.steps_per_epoch,
                     validation_data=test_data,
                     shuffle=False,  # The pipeline shuffles.
-                    callbacks=callbacks,
+                    callbacks=[*callbacks, stop_on_interrupt],
                     verbose=verbose,
                 )
         except NonFiniteLoss as err:

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from fakedata import band_images, write_idx, write_idx_dataset
 from filetree import snapshot
 
-from keras_ffl import fit, run_dir, training
+from keras_ffl import callbacks, fit, run_dir, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ERROR_LINE = re.compile(r"keras_ffl\.fit: error: \S[^\n]* — \S[^\n]*\n")
@@ -349,6 +350,34 @@ def test_sigint_exits_130_and_leaves_a_resumable_directory(tmp_path, idx_data):
     assert (model_dir / run_dir.LAST_CHECKPOINT).exists()
     debris = (run_dir.TEMP_PREFIX, run_dir.LOCK_FILE)
     assert not [name for name in os.listdir(model_dir) if name.startswith(debris)]
+
+
+class _InterruptedFinalizer:
+    """An object whose finalizer receives Ctrl-C: Python prints the KeyboardInterrupt
+    raised there and drops it (see the signal module's note on handlers and exceptions)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # The drop.
+def test_ctrl_c_stops_training_even_when_a_finalizer_drops_its_keyboard_interrupt():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    batches = []
+
+    class InterruptInAFinalizer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(batch)
+            if batch == 1:
+                _InterruptedFinalizer()  # Collected at once: SIGINT arrives in __del__.
+
+    x = np.zeros((64, 2), "float32")
+    with pytest.raises(KeyboardInterrupt), callbacks.catch_interrupts() as stop:
+        model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0,
+                  callbacks=[InterruptInAFinalizer(), stop])
+    assert batches == [0, 1]  # Stopped at the end of the batch Ctrl-C came in.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Restored.
 
 
 def completed_epochs(model_dir):
