@@ -2,9 +2,9 @@
 
 The protocol (docs/RESULTS.md; `PROTOCOL`, `RUNS` and `CONVERGENCE_RUNS` of
 tools/reproduction_report.py): every configuration of `RUNS` trained once per
-seed with the Fashion-MNIST recipe and PROTOCOL's flags (6 full passes over the
-60,000 training images, half-width ResNet-8s), then the convergence check (the
-paper's schedule scaled to 8 passes) with the first seed. Each run is the
+seed with the Fashion-MNIST recipe and PROTOCOL's flags (8 full passes over the
+60,000 training images, half-width ResNet-8s), then the convergence check (every
+configuration again under the schedule scaled to 6 passes). Each run is the
 training command itself,
 `python -m keras_ffl.fit ... --model_dir=OUTPUT_DIR/<run>/seed<k>`, so a run
 stopped at any point resumes at its last finished epoch when this tool is

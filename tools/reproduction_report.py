@@ -22,10 +22,11 @@ CASE2_ARCH = (ARCH, "wrn10_0.5")
 
 #: The training command's flags every run gets, on top of the Fashion-MNIST recipe
 #: ("small": batch 128, Nesterov SGD 0.1, L2 1e-4 / fusion 1e-5, T = 3): the paper's
-#: CIFAR schedule (300 epochs, x0.1 at 50% and 75%, ramp-up over 27%) scaled to 6
-#: full passes over the training set, which is also the small recipe's own schedule,
-#: spelled out so that the protocol does not change with the recipe.
-PROTOCOL = {"arch": ARCH, "epochs": 6, "lr_milestones": (3, 5), "rampup_epochs": 2}
+#: CIFAR schedule (300 epochs, x0.1 at 50% and 75%, ramp-up over 27%) scaled to 8
+#: full passes over the training set, spelled out so that the protocol does not
+#: change with the recipe. The convergence check shows that 8 passes have converged
+#: where the recipe's own 6 had not.
+PROTOCOL = {"arch": ARCH, "epochs": 8, "lr_milestones": (4, 6), "rampup_epochs": 2}
 
 #: Run name -> (method, flags besides PROTOCOL's). DualNet's iterative stage ends at
 #: the first learning-rate drop, as Table VII's does (256 of 307 epochs): the
@@ -46,15 +47,32 @@ RUNS = {
     "dml_case2": ("dml", {"arch": CASE2_ARCH}),
 }
 
-#: The convergence check, trained with the first seed once every run of RUNS has
-#: finished: FFL and a vanilla network under the paper's schedule scaled to a third
-#: more passes.
-_LONG = {"epochs": 8, "lr_milestones": (4, 6), "rampup_epochs": 2}
+
+def _rescheduled(method, options, schedule):
+    """A run of RUNS under another schedule (DualNet's iterative stage still ending at
+    the first drop)."""
+    if "iterative_epochs" in options:
+        options = {**options, "iterative_epochs": schedule["lr_milestones"][0]}
+    return method, {**options, **schedule}
+
+
+#: The convergence check, trained once every run of RUNS has finished, with the
+#: first CONVERGENCE_SEEDS seeds: every run of RUNS again under the schedule scaled
+#: to 6 passes (the small recipe's own), so that each head and each claim is read
+#: after both schedules. Run "<name>_short" is RUNS' "<name>" with _SHORT's flags.
+_SHORT = {"epochs": 6, "lr_milestones": (3, 5), "rampup_epochs": 2}
+CONVERGENCE_SEEDS = 3
+_SHORT_SUFFIX = "_short"
 CONVERGENCE_RUNS = {
-    "ffl_long": ("ffl", _LONG),
-    "vanilla_long": ("vanilla", _LONG),
+    f"{name}{_SHORT_SUFFIX}": _rescheduled(*RUNS[name], _SHORT) for name in RUNS
 }
 ALL_RUNS = {**RUNS, **CONVERGENCE_RUNS}
+
+
+def short_run(name):
+    """The convergence check's run of RUNS' `name`, or None when it has none."""
+    shorter = f"{name}{_SHORT_SUFFIX}"
+    return shorter if shorter in CONVERGENCE_RUNS else None
 
 #: keras_ffl.heads' names, spelled here because importing keras_ffl starts TensorFlow,
 #: which the runner (alive beside the training processes) and the report do without.
@@ -147,10 +165,11 @@ def read_timing(output_dir):
 
 def load_curves(output_dir, seeds):
     """{run: {seed: {head: test accuracy per epoch}}} of the finished runs; the runs of
-    CONVERGENCE_RUNS with the first seed only, as tools/reproduce.py trains them."""
+    CONVERGENCE_RUNS with the first CONVERGENCE_SEEDS seeds, as tools/reproduce.py
+    trains them."""
     curves = {}
     for name in ALL_RUNS:
-        for seed in seeds[:1] if name in CONVERGENCE_RUNS else seeds:
+        for seed in seeds[:CONVERGENCE_SEEDS] if name in CONVERGENCE_RUNS else seeds:
             if not is_finished(output_dir, name, seed):
                 continue
             rows = _history(output_dir, name, seed)
@@ -215,8 +234,11 @@ RUN_LABELS = {
     "ffl_no_ekd": "FFL C (no EKD)", "ffl_no_kd": "FFL D (no KD)", "ffl3": "FFL, 3 branches",
     "one3": "ONE, 3 branches", "vanilla_wrn": f"vanilla {CASE2_ARCH[1]}",
     "ffl_case2": "FFL case 2", "dml_case2": "DML case 2",
-    "ffl_long": "FFL, 8 passes", "vanilla_long": f"vanilla {ARCH}, 8 passes",
 }
+RUN_LABELS.update({
+    short_run(name): f"{RUN_LABELS[name]}, {_SHORT['epochs']} passes"
+    for name in RUNS if short_run(name)
+})
 HEAD_LABELS = {
     FUSED: "fused", SUB_MEAN: "sub-networks", ENSEMBLE: "ensemble", GATED: "ONE-E",
     AVG: "Z_avg", SUB1: "net 1", SUB2: "net 2",
@@ -227,6 +249,8 @@ def label(name, head):
     """A run's head as the report names it ("FFL fused", "vanilla" for VANILLA)."""
     if (name, head) == VANILLA:
         return f"vanilla {ARCH} (2-net members)"
+    if (name, head) == _shorter(VANILLA):
+        return f"vanilla {ARCH} (2-net members), {_SHORT['epochs']} passes"
     return f"{RUN_LABELS[name]} {HEAD_LABELS[head]}"
 
 
@@ -250,7 +274,7 @@ def write_report(output_dir, docs_dir, seeds, command, parameters=None):
         *_protocol_section(output_dir, seeds, curves, command),
         *_convergence_section(curves, seeds),
         *_table_sections(err, parameters),
-        *_claims_section(err, output_dir, seeds),
+        *_claims_section(err, curves, output_dir, seeds),
     ]
     path = os.path.join(docs_dir, "RESULTS.md")
     with open(path, "w") as f:
@@ -268,9 +292,7 @@ def _flags(options):
 
 def _protocol_section(output_dir, seeds, curves, command):
     epochs, (first, second) = PROTOCOL["epochs"], PROTOCOL["lr_milestones"]
-    timing = read_timing(output_dir)
-    cpu_hours = sum(entry["cpu_s"] for entry in timing.values()) / 3600
-    wall_hours = sum(entry["wall_s"] for entry in timing.values()) / 3600
+    protocol_cost, check_cost = (_cost(output_dir, runs) for runs in (RUNS, CONVERGENCE_RUNS))
     finished = sum(len(curves.get(name, {})) for name in RUNS)
     checks = sum(len(curves.get(name, {})) for name in CONVERGENCE_RUNS)
     return [
@@ -293,17 +315,22 @@ def _protocol_section(output_dir, seeds, curves, command):
         "the same batches, which is vanilla training, so its cells are the mean of two "
         "vanilla networks per seed. Every head is read at the last pass (no best-epoch "
         "picking): top-1 test error (%), mean ± sample standard deviation over seeds "
-        f"{', '.join(str(s) for s in seeds)}. The half-width networks are the scale at "
-        "which every configuration trains to the end of its schedule with these seeds in "
-        "one working session on 2 cores; what it cost follows.",
+        f"{', '.join(str(s) for s in seeds)}. The half-width networks are this machine's "
+        "scale: what the protocol costs at that scale follows.",
         "",
         f"Finished runs: {finished} of {len(RUNS) * len(seeds)}, and {checks} of "
-        f"{len(CONVERGENCE_RUNS)} runs of the convergence check. They took "
-        f"{cpu_hours:.1f} CPU-hours (each run's CPU time from the OS, in "
-        f"`{os.path.join(output_dir, TIMING_FILE)}`); their wall times add up to "
-        f"{wall_hours:.1f} hours, trained two at a time with one thread each on this "
-        f"machine's 2 cores: about {wall_hours / 2:.1f} hours from start to end. A cell with "
-        "fewer seeds than the others shows what has finished so far.",
+        f"{len(CONVERGENCE_RUNS) * len(seeds[:CONVERGENCE_SEEDS])} runs of the convergence "
+        f"check. Their cost (each run's CPU time from the OS and its wall time, in "
+        f"`{os.path.join(output_dir, TIMING_FILE)}`), trained two at a time with one thread "
+        "each on this machine's 2 cores, so that start to end takes about half the sum "
+        "of the wall times:",
+        "",
+        "| runs | CPU-hours | wall hours, summed | wall hours, start to end |",
+        "|---|---|---|---|",
+        *(f"| {what} | {cpu:.1f} | {wall:.1f} | {wall / 2:.1f} |" for what, (cpu, wall) in (
+            ("the protocol", protocol_cost), ("the convergence check", check_cost))),
+        "",
+        "A cell with fewer seeds than the others shows what has finished so far.",
         "",
         "Regenerate (finished runs are reused, a stopped one resumes at its last pass):",
         "",
@@ -315,6 +342,13 @@ def _protocol_section(output_dir, seeds, curves, command):
         "--model_dir=results/reproduction/ffl3/seed0`.",
         "",
     ]
+
+
+def _cost(output_dir, runs):
+    """(CPU hours, summed wall hours) the timing file records for the runs of `runs`."""
+    entries = [entry for key, entry in read_timing(output_dir).items()
+               if key.split("/")[0] in runs]
+    return (sum(e["cpu_s"] for e in entries) / 3600, sum(e["wall_s"] for e in entries) / 3600)
 
 
 def _passes(n):
@@ -354,42 +388,97 @@ def _convergence_section(curves, seeds):
             continue
         cells = " | ".join(f"{a:.2f}" for a in curve)
         lines.append(f"| {label(name, head)} | {cells} | {_signed(curve[-1] - curve[-2])} |")
-    long_epochs = _LONG["epochs"]
-    lines += [
-        "",
-        f"The convergence check trains FFL and a vanilla {ARCH} with seed {seeds[0]} under "
-        f"the paper's schedule scaled to {long_epochs} passes (`{_flags(_LONG)}`): top-1 "
-        "error (%) at the end of each schedule (the vanilla network's at "
-        f"{_passes(epochs)} is the mean of the 2-net's members).",
-        "",
-        f"| head | {_passes(epochs)} | {long_epochs} passes | difference |",
-        "|---|---|---|---|",
-    ]
-    pairs = {  # head: (its run at PROTOCOL's length, its run at _LONG's)
-        "FFL fused": (("ffl", FUSED), ("ffl_long", FUSED)),
-        "FFL sub-networks": (("ffl", SUB_MEAN), ("ffl_long", SUB_MEAN)),
-        f"vanilla {ARCH}": (VANILLA, ("vanilla_long", SUB1)),
-    }
-    final = {}
-    for text, runs in pairs.items():
-        final[text] = [final_errors(curves, *run).get(seeds[0]) for run in runs]
-        a, b = final[text]
-        shown = (f"{a:.2f} | {b:.2f} | {_signed(b - a)}" if None not in (a, b)
-                 else f"{_or_dash(a)} | {_or_dash(b)} | —")
-        lines.append(f"| {text} | {shown} |")
-    (vanilla_short, vanilla_long), (sub_short, sub_long) = (
-        final[f"vanilla {ARCH}"], final["FFL sub-networks"]
-    )
-    if None not in (vanilla_short, vanilla_long, sub_short, sub_long):
-        short_gain, long_gain = vanilla_short - sub_short, vanilla_long - sub_long
-        lines.append(f"| gain of FFL's sub-networks over vanilla | {_signed(short_gain)} | "
-                     f"{_signed(long_gain)} | {_signed(long_gain - short_gain)} |")
-    lines += ["", "![Convergence](results_convergence.png)", ""]
+    lines += ["", *_schedules_compared(curves, seeds),
+              "![Convergence](results_convergence.png)", ""]
     return lines
 
 
-def _or_dash(value):
-    return "—" if value is None else f"{value:.2f}"
+def _shorter(run):
+    """(its convergence-check run, head) of a (run, head) of RUNS, or None."""
+    name, head = run
+    return (short_run(name), head) if short_run(name) else None
+
+
+def _convergence_heads():
+    """The (run, head) of RUNS that the claims compare and the convergence check trains shorter."""
+    heads = []
+    for *_, worse, better, _, _ in CLAIMS:
+        heads += [run for run in (worse, better) if _shorter(run) and run not in heads]
+    return heads
+
+
+def _schedules_compared(curves, seeds):
+    """The convergence check: each head and each claim it covers, at _SHORT's length
+    and at PROTOCOL's, over the same seeds."""
+    check_seeds = seeds[:CONVERGENCE_SEEDS]
+    epochs, short_epochs = PROTOCOL["epochs"], _SHORT["epochs"]
+    lines = [
+        f"The convergence check trains every configuration again with seeds "
+        f"{', '.join(map(str, check_seeds))} under the schedule scaled to "
+        f"{short_epochs} passes (`{_flags(_SHORT)}`, the `small` recipe's own). Top-1 "
+        "error (%) at the end of each schedule, mean over the check's seeds, and what "
+        "the last pass of the shorter one added:",
+        "",
+        f"| head | {_passes(short_epochs)} | {_passes(epochs)} | difference "
+        f"| last of {_passes(short_epochs)} added |",
+        "|---|---|---|---|---|",
+    ]
+    for run in _convergence_heads():
+        short, full = (_seeds(final_errors(curves, *r), check_seeds) for r in (_shorter(run), run))
+        paired = sorted(set(short) & set(full))
+        curve = _mean_curve(curves, *_shorter(run))
+        if not paired or curve is None:
+            lines.append(f"| {label(*run)} | — | — | — | — |")
+            continue
+        a, b = (np.mean([e[s] for s in paired]) for e in (short, full))
+        lines.append(f"| {label(*run)} | {a:.2f} | {b:.2f} | {_signed(b - a)} "
+                     f"| {_signed(curve[-1] - curve[-2])} |")
+    both = [pair for pair in ((_mean_curve(curves, *_shorter(run)), _mean_curve(curves, *run))
+                              for run in _convergence_heads())
+            if all(curve is not None for curve in pair)]
+    last_passes = {length: [abs(pair[i][-1] - pair[i][-2]) for pair in both]
+                   for i, length in enumerate((short_epochs, epochs))}
+    if both:
+        lines += ["", "What the last pass changed, over these heads: " + "; ".join(
+            f"after {_passes(length)}, at most {max(changes):.2f} points (median "
+            f"{np.median(changes):.2f})" for length, changes in last_passes.items()) + "."]
+    lines += [
+        "",
+        "The claims after each schedule, paired by seed over the same seeds, mean ± "
+        "standard error:",
+        "",
+        f"| claim | gain at {_passes(short_epochs)} | verdict at {_passes(short_epochs)} "
+        f"| gain at {_passes(epochs)} | verdict at {_passes(epochs)} |",
+        "|---|---|---|---|---|",
+    ]
+    for text, _, worse, better, *_ in CLAIMS:
+        if not (_shorter(worse) and _shorter(better)):
+            continue
+        short, full = _both_gains(curves, worse, better, check_seeds)
+        cells = [f"{_shown_gain(*g)} | {verdict(*g)}" if g else "— | not run yet"
+                 for g in (short, full)]
+        lines.append(f"| {text} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
+def _seeds(errors, seeds):
+    return {seed: errors[seed] for seed in seeds if seed in errors}
+
+
+def _both_gains(curves, worse, better, seeds):
+    """(mean, standard error) of a claim's paired gain after _SHORT's schedule and after
+    PROTOCOL's, each over the seeds of `seeds` that all four runs have (None if none)."""
+    runs = (_shorter(worse), _shorter(better), worse, better)
+    errors = [final_errors(curves, *run) for run in runs]
+    common = [seed for seed in seeds if all(seed in e for e in errors)]
+    if not common:
+        return None, None
+    errors = [_seeds(e, common) for e in errors]
+    return paired_gain(*errors[:2])[:2], paired_gain(*errors[2:])[:2]
+
+
+def _shown_gain(mean, error):
+    return f"{_signed(mean)} ± {error:.2f}" if np.isfinite(error) else _signed(mean)
 
 
 def _table_sections(err, parameters):
@@ -474,7 +563,7 @@ def _table_sections(err, parameters):
     return lines
 
 
-def _claims_section(err, output_dir, seeds):
+def _claims_section(err, curves, output_dir, seeds):
     lines = [
         "## The paper's claims, one by one",
         "",
@@ -502,10 +591,10 @@ def _claims_section(err, output_dir, seeds):
         outcome = verdict(mean, error)
         counts[outcome] += 1
         if outcome == VERDICTS[2]:
-            failing.append((text, worse[0], better[0]))
+            failing.append((text, worse, better))
         if np.isfinite(error):
             resolved.append((error, paper, text))
-        shown = f"{_signed(mean)} ± {error:.2f}" if np.isfinite(error) else _signed(mean)
+        shown = _shown_gain(mean, error)
         ratio = f"{error / paper:.2f}" if paper is not None and np.isfinite(error) else "—"
         lines.append(f"| {text} | {table} | {shown_paper} | {shown} | {ratio} | {n} "
                      f"| {outcome} |")
@@ -536,7 +625,8 @@ def _claims_section(err, output_dir, seeds):
             f"soft targets to rank), networks of about 20k parameters, {_passes(PROTOCOL['epochs'])}.",
             "",
         ]
-        for text, *names in failing:
+        for text, worse, better in failing:
+            names = (worse[0], better[0])
             methods = sorted({ALL_RUNS[name][0] for name in names})
             checks = "; ".join(METHOD_CHECKS[m] for m in methods)
             weights = [f"{RUN_LABELS[name]}: w = "
@@ -546,9 +636,25 @@ def _claims_section(err, output_dir, seeds):
                        and ALL_RUNS[name][0] in DISTILLING_METHODS]
             lines.append(f"- *{text}*: {checks}."
                          + (f" The ramp-up weight per pass (seed {seeds[0]}, history.csv): "
-                            + "; ".join(weights) + "." if weights else ""))
+                            + "; ".join(weights) + "." if weights else "")
+                         + _schedule_reading(curves, worse, better, seeds))
         lines.append("")
     return lines
+
+
+def _schedule_reading(curves, worse, better, seeds):
+    """What the convergence check says of a claim, as a sentence ("" when it has no runs)."""
+    if not (_shorter(worse) and _shorter(better)):
+        return ""
+    check_seeds = seeds[:CONVERGENCE_SEEDS]
+    short, full = _both_gains(curves, worse, better, check_seeds)
+    if short is None or full is None:
+        return ""
+    return (f" Schedule: after {_passes(_SHORT['epochs'])} instead of "
+            f"{PROTOCOL['epochs']} (the convergence check, seeds "
+            f"{', '.join(map(str, check_seeds))}) the gain is {_shown_gain(*short)} "
+            f"({verdict(*short)}), against {_shown_gain(*full)} after "
+            f"{_passes(PROTOCOL['epochs'])} on the same seeds.")
 
 
 #: Methods whose loss has the ramp-up weight w(epoch).
@@ -589,9 +695,10 @@ PLOTS = {
     "results_table6.png": ("Table VI: FFL vs the 2-net ensemble", [
         ("ffl", FUSED), ("ensemble", ENSEMBLE), VANILLA,
     ]),
-    "results_convergence.png": ("Convergence check", [
-        ("ffl", FUSED), ("ffl_long", FUSED), ("ffl", SUB_MEAN), ("ffl_long", SUB_MEAN),
-        VANILLA, ("vanilla_long", SUB1),
+    "results_convergence.png": (f"{_SHORT['epochs']} and {PROTOCOL['epochs']} passes", [
+        series for run in (("ffl", FUSED), ("ffl", SUB_MEAN), ("ffl_no_ekd", FUSED),
+                           ("ensemble", ENSEMBLE), VANILLA)
+        for series in (_shorter(run), run)
     ]),
 }
 
@@ -606,15 +713,18 @@ def _plot_tables(curves, docs_dir):
 
     for filename, (title, series) in PLOTS.items():
         fig, (whole, end) = plt.subplots(1, 2, figsize=(11, 4))
+        colors = {}  # A head has one colour at both lengths of the convergence check.
         for name, head in series:
             mean = _mean_curve(curves, name, head)
             if mean is None:
                 continue
             passes = np.arange(1, len(mean) + 1)
             style = "--" if head in (SUB_MEAN, SUB1, SUB2) else "-"
+            color = colors.setdefault((name.removesuffix(_SHORT_SUFFIX), head), f"C{len(colors)}")
             half = len(mean) // 2
             for axis, start in ((whole, 0), (end, half)):
-                axis.plot(passes[start:], mean[start:], style, marker=".",
+                axis.plot(passes[start:], mean[start:], style, color=color,
+                          marker="x" if name in CONVERGENCE_RUNS else ".",
                           label=label(name, head))
         whole.set_title(f"{title}: test accuracy (mean over seeds)")
         end.set_title("second half of each schedule")

@@ -12,7 +12,7 @@ import sys
 import time
 
 import reproduction_report  # beside this file
-from reproduction_report import ALL_RUNS, CONVERGENCE_RUNS, PROTOCOL
+from reproduction_report import ALL_RUNS, CONVERGENCE_RUNS, CONVERGENCE_SEEDS, PROTOCOL
 
 
 def run_command(name, seed, output_dir, data_dir=None):
@@ -44,9 +44,10 @@ def _flag_value(value):
 def pending(names, seeds, output_dir):
     """(name, seed) of the runs without results, seed by seed so that every seed's
     comparisons complete before the next seed starts; the runs of CONVERGENCE_RUNS
-    among `names` come last, with the first seed only."""
+    among `names` come last, with the first CONVERGENCE_SEEDS seeds."""
     order = [(name, seed) for seed in seeds for name in names if name not in CONVERGENCE_RUNS]
-    order += [(name, seeds[0]) for name in names if name in CONVERGENCE_RUNS]
+    order += [(name, seed) for seed in seeds[:CONVERGENCE_SEEDS]
+              for name in names if name in CONVERGENCE_RUNS]
     return [run for run in order if not reproduction_report.is_finished(output_dir, *run)]
 
 
