@@ -300,9 +300,15 @@ def idx_run_command(idx_data, model_dir, epochs):
 
 
 def start(command, ready):
-    """Starts `command` and waits until `ready()` is true or the process ends."""
+    """Starts `command` as a terminal starts a foreground command, and waits until
+    `ready()` is true or the process ends.
+
+    SIGINT is reset to its default in the child: a suite started in the background
+    (`pytest &`) ignores SIGINT, and an ignored signal stays ignored across exec.
+    """
     process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while process.poll() is None and not ready():
         assert time.monotonic() < deadline, "the command did not get there in 2 minutes"
@@ -373,11 +379,16 @@ def test_ctrl_c_stops_training_even_when_a_finalizer_drops_its_keyboard_interrup
                 _InterruptedFinalizer()  # Collected at once: SIGINT arrives in __del__.
 
     x = np.zeros((64, 2), "float32")
-    with pytest.raises(KeyboardInterrupt), callbacks.catch_interrupts() as stop:
-        model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0,
-                  callbacks=[InterruptInAFinalizer(), stop])
-    assert batches == [0, 1]  # Stopped at the end of the batch Ctrl-C came in.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Restored.
+    # Python's own Ctrl-C handling, even if this suite runs in the background (SIGINT ignored).
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), callbacks.catch_interrupts() as stop:
+            model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0,
+                      callbacks=[InterruptInAFinalizer(), stop])
+        assert batches == [0, 1]  # Stopped at the end of the batch Ctrl-C came in.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Restored.
+    finally:
+        signal.signal(signal.SIGINT, outside)
 
 
 def completed_epochs(model_dir):
