@@ -116,6 +116,8 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
     # Standard errors 0.5 (four claims) and 0 (one): the largest is 0.5.
     assert "the largest standard error of a gain is 0.50 points" in text
     assert "    python tools/reproduce.py" in text
+    assert "scaled to 8 passes, rather than the `small` recipe's own 6" in text
+    assert "Case 1 uses `resnet8x0.5` sub-networks" in text and "{" not in text
     for filename in report.PLOTS:
         assert (docs / filename).stat().st_size > 5_000
         assert f"]({filename})" in text

@@ -13,8 +13,9 @@ import os
 import numpy as np
 
 #: Case 1's architecture, and case 2's pair: a ResNet and a WRN of this machine's
-#: scale. ResNet-8 at half width (8/16/32 channels) is what lets 11 configurations
-#: x 3 seeds train to convergence in one session on 2 cores; case 2 pairs it with
+#: scale. ResNet-8 at half width (8/16/32 channels) is the scale at which 11
+#: configurations x 3 seeds train in one working session on 2 cores (docs/RESULTS.md
+#: gives the cost); case 2 pairs it with
 #: the pre-activation WRN-10 at the same widths (the paper's Pair1 is ResNet-32 &
 #: WRN-16-2).
 ARCH = "resnet8x0.5"
@@ -24,8 +25,8 @@ CASE2_ARCH = (ARCH, "wrn10_0.5")
 #: ("small": batch 128, Nesterov SGD 0.1, L2 1e-4 / fusion 1e-5, T = 3): the paper's
 #: CIFAR schedule (300 epochs, x0.1 at 50% and 75%, ramp-up over 27%) scaled to 8
 #: full passes over the training set, spelled out so that the protocol does not
-#: change with the recipe. The convergence check shows that 8 passes have converged
-#: where the recipe's own 6 had not.
+#: change with the recipe; 8 rather than the recipe's own 6, which the convergence
+#: check trains to compare the two.
 PROTOCOL = {"arch": ARCH, "epochs": 8, "lr_milestones": (4, 6), "rampup_epochs": 2}
 
 #: Run name -> (method, flags besides PROTOCOL's). DualNet's iterative stage ends at
@@ -305,7 +306,9 @@ def _protocol_section(output_dir, seeds, curves, command):
         f"training set, the learning rate ×0.1 after passes {first} and {second}, the "
         f"distillation weight ramped up over the first {_passes(PROTOCOL['rampup_epochs'])} — the "
         "paper's CIFAR schedule (300 epochs, ×0.1 at 150 and 225, ramp-up 80) scaled to "
-        f"{_passes(epochs)}. Case 1 uses `{ARCH}` sub-networks (the CIFAR ResNet-8 at half "
+        f"{_passes(epochs)}, rather than the `small` recipe's own {_SHORT['epochs']}: the "
+        f"convergence check below compares the two. Case 1 uses `{ARCH}` sub-networks (the "
+        "CIFAR ResNet-8 at half "
         "width, 8/16/32 channels; FFL and ONE share its stem and first two stages); case 2 "
         f"pairs it with `{CASE2_ARCH[1]}` (the pre-activation WRN-10 at the same widths). "
         f"DualNet's iterative stage ends at the first learning-rate drop, as Table VII's "
