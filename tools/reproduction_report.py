@@ -715,7 +715,7 @@ def _plot_tables(curves, docs_dir):
     from matplotlib.ticker import MaxNLocator
 
     for filename, (title, series) in PLOTS.items():
-        fig, (whole, end) = plt.subplots(1, 2, figsize=(11, 4))
+        fig, (whole, end) = plt.subplots(1, 2, figsize=(14, 4))
         colors = {}  # A head has one colour at both lengths of the convergence check.
         for name, head in series:
             mean = _mean_curve(curves, name, head)
@@ -737,7 +737,7 @@ def _plot_tables(curves, docs_dir):
             axis.grid(alpha=0.3)
         whole.set_ylabel("test accuracy (%)")
         if end.lines:
-            end.legend(fontsize=8)
+            end.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         fig.savefig(os.path.join(docs_dir, filename), dpi=100)
         plt.close(fig)
