@@ -426,22 +426,21 @@ def _schedules_compared(curves, seeds):
         f"| last of {_passes(short_epochs)} added |",
         "|---|---|---|---|---|",
     ]
+    last_passes = {short_epochs: [], epochs: []}  # |last pass's change| of heads with both
     for run in _convergence_heads():
+        short_curve, full_curve = _mean_curve(curves, *_shorter(run)), _mean_curve(curves, *run)
+        if short_curve is not None and full_curve is not None:
+            for length, curve in ((short_epochs, short_curve), (epochs, full_curve)):
+                last_passes[length].append(abs(curve[-1] - curve[-2]))
         short, full = (_seeds(final_errors(curves, *r), check_seeds) for r in (_shorter(run), run))
         paired = sorted(set(short) & set(full))
-        curve = _mean_curve(curves, *_shorter(run))
-        if not paired or curve is None:
+        if not paired:
             lines.append(f"| {label(*run)} | — | — | — | — |")
             continue
         a, b = (np.mean([e[s] for s in paired]) for e in (short, full))
         lines.append(f"| {label(*run)} | {a:.2f} | {b:.2f} | {_signed(b - a)} "
-                     f"| {_signed(curve[-1] - curve[-2])} |")
-    both = [pair for pair in ((_mean_curve(curves, *_shorter(run)), _mean_curve(curves, *run))
-                              for run in _convergence_heads())
-            if all(curve is not None for curve in pair)]
-    last_passes = {length: [abs(pair[i][-1] - pair[i][-2]) for pair in both]
-                   for i, length in enumerate((short_epochs, epochs))}
-    if both:
+                     f"| {_signed(short_curve[-1] - short_curve[-2])} |")
+    if last_passes[epochs]:
         lines += ["", "What the last pass changed, over these heads: " + "; ".join(
             f"after {_passes(length)}, at most {max(changes):.2f} points (median "
             f"{np.median(changes):.2f})" for length, changes in last_passes.items()) + "."]
