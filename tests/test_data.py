@@ -68,8 +68,9 @@ class _Ramps(data.DataSource):
 
 
 def test_a_registered_source_is_reached_by_every_public_function(monkeypatch):
-    monkeypatch.setitem(base._SOURCES, "ramps:<dir>", _Ramps)
-    assert "ramps:<dir>" in data.source_forms()
+    monkeypatch.setattr(base, "_SOURCES", dict(base._SOURCES))  # Registered for this test only.
+    data.register_source("ramps:<kind>", _Ramps)
+    assert data.source_forms()[-3:] == ["folder:<dir>", "idx:<dir>", "ramps:<kind>"]
     data.check_dataset("ramps:ok")
     with pytest.raises(ValueError, match="'bad' are not ok"):
         data.check_dataset("ramps:bad")

@@ -110,35 +110,44 @@ def shuffled(
     return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
 
 
-_SOURCES: dict[str, Callable[[str, str | None], DataSource]] = {}
-_PREFIX_ARGUMENT = "<dir>"
+#: Factories by the dataset argument's form, a name or a prefix ("idx:"), with the form
+#: as users see it ("idx:<dir>").
+_SOURCES: dict[str, tuple[str, Callable[[str, str | None], DataSource]]] = {}
 
 
 def register_source(form: str, factory: Callable[[str, str | None], DataSource]) -> None:
     """Makes `factory` (a `DataSource` subclass) answer to the dataset argument `form`.
 
-    `form` is a name ("cifar10") or a prefix and its argument ("folder:<dir>").
+    `form` is a name ("cifar10"), or a prefix and a placeholder for what follows
+    it ("folder:<dir>"), which `factory` receives as its argument.
     """
-    if form in _SOURCES:
-        raise ValueError(f"A data source for {form!r} is already registered.")
-    _SOURCES[form] = factory
+    key = _key(form)
+    if key in _SOURCES:
+        raise ValueError(f"A data source for {_SOURCES[key][0]!r} is already registered.")
+    _SOURCES[key] = (form, factory)
 
 
 def source_forms() -> list[str]:
     """The registered forms of the dataset argument: names sorted, then prefixes sorted."""
-    prefixed = sorted(f for f in _SOURCES if f.endswith(":" + _PREFIX_ARGUMENT))
-    return [*sorted(f for f in _SOURCES if f not in prefixed), *prefixed]
+    forms = sorted(form for form, _ in _SOURCES.values())
+    return [f for f in forms if ":" not in f] + [f for f in forms if ":" in f]
 
 
 def get_source(name: str, data_dir: str | None = None) -> DataSource:
     """The source of dataset `name` (a registered name or ``<prefix>:<argument>``)."""
-    prefix, colon, argument = name.partition(":")
-    form = f"{prefix}:{_PREFIX_ARGUMENT}" if colon else name
-    if form not in _SOURCES:
+    key = _key(name)
+    if key not in _SOURCES:
         raise ArgumentError(
             "dataset", f"Unknown dataset {name!r} — use one of: {', '.join(source_forms())}"
         )
-    return _SOURCES[form](argument if colon else name, data_dir)
+    argument = name.removeprefix(key) if key.endswith(":") else name
+    return _SOURCES[key][1](argument, data_dir)
+
+
+def _key(form: str) -> str:
+    """A form's key: the name itself, or the prefix with its colon."""
+    prefix, colon, _ = form.partition(":")
+    return prefix + colon
 
 
 def get_spec(
