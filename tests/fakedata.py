@@ -1,4 +1,5 @@
-"""Small datasets that tests write to disk: MNIST-format IDX files and image folders."""
+"""Small datasets that tests write to disk (MNIST-format IDX files, image folders), and
+how tests read a pipeline's batches back to pixels."""
 
 import gzip
 import os
@@ -68,3 +69,48 @@ def write_folder(directory, per_class=40, size=12, classes=("circle", "square", 
             image[:, c * size // 3 : (c + 1) * size // 3, c] += 150
             write_png(os.path.join(directory, name, f"{i:03d}.png"), image)
     return str(directory)
+
+
+def batches(ds):
+    """Returns all (images, labels) of a finite dataset as two numpy arrays."""
+    images, labels = zip(*ds.as_numpy_iterator())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def pixels(images, spec):
+    """Undoes the pipeline's normalisation, back to uint8 pixel values."""
+    return np.round(images * np.array(spec.std) + np.array(spec.mean)).astype(np.uint8)
+
+
+def _crop_source(crop, originals, flips):
+    """Finds the original whose reflect-padded image holds `crop`.
+
+    Returns (index, top, left, mirrored), or None when no window matches.
+    """
+    height, width = crop.shape[:2]
+    for index, original in enumerate(originals):
+        padded = np.pad(original, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+        for top in range(9):
+            for left in range(9):
+                window = padded[top : top + height, left : left + width]
+                if np.array_equal(window, crop):
+                    return index, top, left, False
+                if flips and np.array_equal(window[:, ::-1], crop):
+                    return index, top, left, True
+    return None
+
+
+def assert_valid_crops(crops, crop_labels, originals, labels, flips):
+    """Checks each crop is a window of a distinct original's 4-pixel reflect padding.
+
+    Crops must sit at more than one offset, and some must be mirrored iff
+    `flips`. Returns the index of each crop's original, in batch order.
+    """
+    found = [_crop_source(crop, originals, flips) for crop in crops]
+    assert None not in found, "a training image is not a crop of any original"
+    sources, tops, lefts, mirrored = (list(column) for column in zip(*found))
+    assert sorted(sources) == list(range(len(originals))), "an example was lost or repeated"
+    np.testing.assert_array_equal(crop_labels, labels[sources])
+    assert len(set(zip(tops, lefts))) > 1, "all images of the batch share one crop"
+    assert any(mirrored) == flips
+    return sources

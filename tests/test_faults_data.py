@@ -10,7 +10,8 @@ import tensorflow as tf
 from fakedata import band_images, write_idx_dataset, write_png
 from filetree import snapshot
 
-from keras_ffl import data, data_checks, fit, training
+from keras_ffl import data, fit, training
+from keras_ffl.data import folder
 
 ERROR_LINE = re.compile(r"keras_ffl\.fit: error: \S[^\n]* — \S[^\n]*\n")
 
@@ -83,22 +84,22 @@ def test_the_command_refuses_it_in_one_line_and_writes_nothing(
 
 def test_a_decoding_verdict_is_cached_until_a_file_changes(tmp_path, monkeypatch):
     root = write_images(tmp_path / "images", per_class=3)
-    data_checks.check_dataset(f"folder:{root}")
-    cached = snapshot(data_checks.cache_dir())
+    data.check_dataset(f"folder:{root}")
+    cached = snapshot(folder.cache_dir())
 
     def no_decoding(*args):
         raise AssertionError("decoded again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(data, "decode_image", no_decoding)
-        data_checks.check_dataset(f"folder:{root}")  # Unchanged files: the cached verdict.
-    assert snapshot(data_checks.cache_dir()) == cached
+        patch.setattr(folder, "decode_image", no_decoding)
+        data.check_dataset(f"folder:{root}")  # Unchanged files: the cached verdict.
+    assert snapshot(folder.cache_dir()) == cached
 
     changed = os.path.join(root, "b", "0001.png")
     with open(changed, "wb") as f:
         f.write(b"no longer an image")
     with pytest.raises(ValueError, match=re.escape(changed)):
-        data_checks.check_dataset(f"folder:{root}")
+        data.check_dataset(f"folder:{root}")
 
 
 # Classes -----------------------------------------------------------------------
@@ -163,5 +164,5 @@ def test_a_good_folder_and_idx_dataset_pass(tmp_path):
     for split in ("train", "test"):
         for c, name in enumerate(("a", "b")):
             write_png(root / split / name / "0.png", np.full((6, 6, 1), 100 * c, np.uint8))
-    data_checks.check_dataset(f"folder:{root}")
-    data_checks.check_dataset(f"idx:{idx(tmp_path / 'idx', np.arange(9) % 3, np.arange(3))}")
+    data.check_dataset(f"folder:{root}")
+    data.check_dataset(f"idx:{idx(tmp_path / 'idx', np.arange(9) % 3, np.arange(3))}")
