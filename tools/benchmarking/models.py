@@ -44,7 +44,9 @@ def parse_model(key, arch, arch2):
     method, _, branches = method.partition(":")
     method_class = keras_ffl.get_method(method)
     if variant and variant != CASE2:
-        raise ValueError(f"Unknown variant @{variant} in --models={key}; the one variant is @{CASE2}.")
+        raise ValueError(
+            f"Unknown variant @{variant} in --models={key}; the one variant is @{CASE2}."
+        )
     if variant:
         return ModelSpec(key, method, [arch, arch2], 2)
     default = method_class.fixed_subnetworks or 2

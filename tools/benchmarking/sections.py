@@ -14,7 +14,14 @@ import tensorflow_datasets as tfds
 
 from benchmarking import op_profile
 from benchmarking.memory import MIB, allocator_memory, max_rss_bytes, reset_allocator_peak
-from benchmarking.models import IMAGE_SHAPE, StepTimer, bare_step, build, count_params, synthetic_batches
+from benchmarking.models import (
+    IMAGE_SHAPE,
+    StepTimer,
+    bare_step,
+    build,
+    count_params,
+    synthetic_batches,
+)
 from benchmarking.timing import clocks, intervals, summarize
 from keras_ffl import data
 from keras_ffl.export import export_savedmodels, serving
@@ -255,7 +262,8 @@ def benchmark_pipeline(settings, sampler):
 
 
 def export_for_serving(name, model, export_dir, heads):
-    """{head: SavedModel path} of `model`'s `heads` (those it has), exported with keras_ffl.export."""
+    """{head: SavedModel path} of `model`'s `heads` (those it has), exported with
+    keras_ffl.export."""
     spec = data.get_spec("cifar100")
     result = export_savedmodels(model, export_dir, name, mean=spec.mean, std=spec.std, version=1)
     paths = {m.name.removeprefix(f"{name}_"): m.path for m in result.models}
@@ -269,7 +277,8 @@ def benchmark_serving(models, settings, device, sampler, log=print):
         endpoints = {}
         for name, model in models.items():
             start = time.perf_counter()
-            for head, path in export_for_serving(name, model, export_dir, settings.serving_heads).items():
+            exported = export_for_serving(name, model, export_dir, settings.serving_heads)
+            for head, path in exported.items():
                 with tf.device(device):
                     loaded = tf.saved_model.load(path)
                 endpoints[f"{name}/{head}"] = (loaded, loaded.signatures[serving.SERVING_SIGNATURE])
@@ -277,7 +286,8 @@ def benchmark_serving(models, settings, device, sampler, log=print):
         rng = np.random.default_rng(settings.seed)
         large = settings.serving_batch
         batches = {
-            b: tf.constant(rng.integers(0, 256, (b, *IMAGE_SHAPE), dtype=np.uint8)) for b in (1, large)
+            b: tf.constant(rng.integers(0, 256, (b, *IMAGE_SHAPE), dtype=np.uint8))
+            for b in (1, large)
         }
         # A fifth as many calls at the large batch as at batch 1.
         calls = {1: settings.serving_steps, large: max(2, settings.serving_steps // 5)}
