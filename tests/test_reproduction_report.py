@@ -181,11 +181,18 @@ def test_a_stopped_runner_stops_its_runs_and_keeps_their_time(tmp_path, monkeypa
     assert set(runs.read_timing(str(tmp_path))) == {"ffl/seed0"}
 
 
-def test_every_claim_and_plot_reads_a_run_of_the_protocol():
+def test_every_claim_table_and_plot_reads_a_run_of_the_protocol():
     for claim in protocol.CLAIMS:
         for name, head in (claim.worse, claim.better):
             assert name in protocol.RUNS and protocol.label(name, head)
             assert protocol.ALL_RUNS[name][0] in protocol.METHOD_CHECKS
+    for table in protocol.TABLES:
+        assert table.plot in protocol.PLOTS
+        for cell in [cell for row in table.rows for cell in row] + list(table.note):
+            if isinstance(cell, protocol.Error):
+                assert cell.run in protocol.RUNS
+            elif isinstance(cell, protocol.Params):
+                assert set(cell.runs) <= {*protocol.RUNS, "vanilla"}
     for _, series in protocol.PLOTS.values():
         for name, head in series:
             assert name in protocol.ALL_RUNS and protocol.label(name, head)

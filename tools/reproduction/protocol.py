@@ -1,5 +1,6 @@
 """The reproduction's protocol, as data: its runs and flags, the convergence check, the
-paper's claims with their gains, and how the report names and plots the runs' heads.
+paper's claims with their gains, the layout of the paper's tables, and how the report
+names and plots the runs' heads.
 
 tools/reproduce.py trains what this says (`runner`) and reports on it (`report`, `plots`).
 """
@@ -153,6 +154,92 @@ def compared_heads():
     for claim in CLAIMS:
         heads += [run for run in (claim.worse, claim.better) if run not in heads]
     return heads
+
+
+class Error(typing.NamedTuple):
+    """A table cell: the top-1 error (%) of a run's head, mean ± standard deviation over seeds."""
+
+    run: str
+    head: str
+
+
+class Params(typing.NamedTuple):
+    """A table cell: the trainable parameters of these runs' networks, joined by " / "
+    ("vanilla": the vanilla network's)."""
+
+    runs: tuple
+
+
+class Table(typing.NamedTuple):
+    """One of the paper's tables as the report lays it out: rows of cells (text, Error or
+    Params; "" is an empty cell), a sentence after it (text and cells), its plot."""
+
+    title: str
+    columns: tuple
+    rows: tuple
+    note: tuple
+    plot: str
+
+
+_VANILLA = Error(*VANILLA)
+TABLES = (
+    Table(
+        "Table I: FFL vs DualNet",
+        ("network", "params", "(a) fused: DualNet (Z_avg)", "(a) fused: FFL",
+         "(b) sub-networks: DualNet", "(b) sub-networks: FFL"),
+        ((f"{ARCH} ×2", Params(("dualnet", "ffl")), Error("dualnet", AVG), Error("ffl", FUSED),
+          Error("dualnet", SUB_MEAN), Error("ffl", SUB_MEAN)),
+         (f"vanilla {ARCH}", Params(("vanilla",)), "", "", _VANILLA, "")),
+        ("DualNet's own fused classifier (without the auxiliary logits): ",
+         Error("dualnet", FUSED), "."),
+        "results_table1.png",
+    ),
+    Table(
+        "Table II: ablations",
+        ("case", "FM", "EKD", "FKD", "fused", "sub-network"),
+        # The FM, EKD and FKD marks of a case are one cell of text spanning three columns.
+        (("A", "✓ | ✓ | ✓", Error("ffl", FUSED), Error("ffl", SUB_MEAN)),
+         ("B", " | ✓ | ✓", Error("ffl_average", FUSED), Error("ffl_average", SUB_MEAN)),
+         ("C", "✓ | | ✓", Error("ffl_no_ekd", FUSED), Error("ffl_no_ekd", SUB_MEAN)),
+         ("D", "✓ | |", Error("ffl_no_kd", FUSED), Error("ffl_no_kd", SUB_MEAN)),
+         ("vanilla", "", "", "", "", _VANILLA)),
+        (),
+        "results_table2.png",
+    ),
+    Table(
+        f"Table III: three branches, FFL vs ONE ({ARCH})",
+        ("method", "params", "error"),
+        (("ONE (mean of branches)", Params(("one3",)), Error("one3", SUB_MEAN)),
+         ("FFL-S (mean of sub-networks)", Params(("ffl3",)), Error("ffl3", SUB_MEAN)),
+         ("ONE-E (gated teacher)", "", Error("one3", GATED)),
+         ("FFL (fused classifier)", "", Error("ffl3", FUSED)),
+         ("vanilla", Params(("vanilla",)), _VANILLA)),
+        (),
+        "results_table3.png",
+    ),
+    Table(
+        f"Table V: case 2, {CASE2_ARCH[0]} & {CASE2_ARCH[1]}, FFL vs DML",
+        ("method", "params", "net 1", "net 2", "fused", "ensemble of nets"),
+        (("DML", Params(("dml_case2",)), Error("dml_case2", SUB1), Error("dml_case2", SUB2), "",
+          Error("dml_case2", ENSEMBLE)),
+         ("FFL", Params(("ffl_case2",)), Error("ffl_case2", SUB1), Error("ffl_case2", SUB2),
+          Error("ffl_case2", FUSED), Error("ffl_case2", ENSEMBLE)),
+         ("vanilla", Params(("vanilla", "vanilla_wrn")), _VANILLA, Error("vanilla_wrn", SUB1),
+          "", "")),
+        (),
+        "results_table5.png",
+    ),
+    Table(
+        f"Table VI: FFL vs the 2-net ensemble ({ARCH})",
+        ("method", "params", "error"),
+        (("2-net (two independent networks, averaged logits)", Params(("ensemble",)),
+          Error("ensemble", ENSEMBLE)),
+         ("FFL (fused classifier)", Params(("ffl",)), Error("ffl", FUSED)),
+         ("vanilla (the 2-net's members)", Params(("vanilla",)), _VANILLA)),
+        ("The paper's case 2 rows of Table VI (a 2-net deepened to FFL's size) were not run.",),
+        "results_table6.png",
+    ),
+)  # fmt: skip
 
 
 #: What rules out a defect of ours behind a claim about a run's method: the tests

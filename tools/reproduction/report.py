@@ -13,24 +13,19 @@ from reproduction.plots import plot_tables
 from reproduction.protocol import (
     ALL_RUNS,
     ARCH,
-    AVG,
     CASE2_ARCH,
     CLAIMS,
     CONVERGENCE_RUNS,
     CONVERGENCE_SEEDS,
     DISTILLING_METHODS,
-    ENSEMBLE,
-    FUSED,
-    GATED,
+    Error,
     METHOD_CHECKS,
     PROTOCOL,
-    RUN_LABELS,
+    Params,
     RUNS,
+    RUN_LABELS,
     SHORT,
-    SUB1,
-    SUB2,
-    SUB_MEAN,
-    VANILLA,
+    TABLES,
     compared_heads,
     count_parameters,
     flag_args,
@@ -241,84 +236,29 @@ def _shown_gain(mean, error):
 
 
 def _table_sections(err, parameters):
-    def cell(name, head):
-        return fmt(err.get(name, {}).get(head, {}))
+    """The paper's tables (protocol.TABLES), each followed by its note and its plot."""
 
-    def params(name):
-        return f"{parameters[name]:,}" if name in parameters else "—"
+    def text(cell):
+        if isinstance(cell, Error):
+            return fmt(err.get(cell.run, {}).get(cell.head, {}))
+        if isinstance(cell, Params):
+            return " / ".join(f"{parameters[n]:,}" if n in parameters else "—" for n in cell.runs)
+        return cell
 
-    vanilla = cell(*VANILLA)
-    lines = [
-        "## Table I: FFL vs DualNet",
-        "",
-        "| network | params | (a) fused: DualNet (Z_avg) | (a) fused: FFL "
-        "| (b) sub-networks: DualNet | (b) sub-networks: FFL |",
-        "|---|---|---|---|---|---|",
-        f"| {ARCH} ×2 | {params('dualnet')} / {params('ffl')} | {cell('dualnet', AVG)} "
-        f"| {cell('ffl', FUSED)} | {cell('dualnet', SUB_MEAN)} | {cell('ffl', SUB_MEAN)} |",
-        f"| vanilla {ARCH} | {params('vanilla')} | | | {vanilla} | |",
-        "",
-        "DualNet's own fused classifier (without the auxiliary logits): "
-        f"{cell('dualnet', FUSED)}.",
-        "",
-        "![Table I curves](results_table1.png)",
-        "",
-        "## Table II: ablations",
-        "",
-        "| case | FM | EKD | FKD | fused | sub-network |",
-        "|---|---|---|---|---|---|",
-    ]
-    for case, name, marks in (
-        ("A", "ffl", "✓ | ✓ | ✓"),
-        ("B", "ffl_average", " | ✓ | ✓"),
-        ("C", "ffl_no_ekd", "✓ | | ✓"),
-        ("D", "ffl_no_kd", "✓ | |"),
-    ):
-        lines.append(f"| {case} | {marks} | {cell(name, FUSED)} | {cell(name, SUB_MEAN)} |")
-    lines += [
-        f"| vanilla | | | | | {vanilla} |",
-        "",
-        "![Table II curves](results_table2.png)",
-        "",
-        f"## Table III: three branches, FFL vs ONE ({ARCH})",
-        "",
-        "| method | params | error |",
-        "|---|---|---|",
-        f"| ONE (mean of branches) | {params('one3')} | {cell('one3', SUB_MEAN)} |",
-        f"| FFL-S (mean of sub-networks) | {params('ffl3')} | {cell('ffl3', SUB_MEAN)} |",
-        f"| ONE-E (gated teacher) | | {cell('one3', GATED)} |",
-        f"| FFL (fused classifier) | | {cell('ffl3', FUSED)} |",
-        f"| vanilla | {params('vanilla')} | {vanilla} |",
-        "",
-        "![Table III curves](results_table3.png)",
-        "",
-        f"## Table V: case 2, {CASE2_ARCH[0]} & {CASE2_ARCH[1]}, FFL vs DML",
-        "",
-        "| method | params | net 1 | net 2 | fused | ensemble of nets |",
-        "|---|---|---|---|---|---|",
-        f"| DML | {params('dml_case2')} | {cell('dml_case2', SUB1)} | {cell('dml_case2', SUB2)} "
-        f"| | {cell('dml_case2', ENSEMBLE)} |",
-        f"| FFL | {params('ffl_case2')} | {cell('ffl_case2', SUB1)} | {cell('ffl_case2', SUB2)} "
-        f"| {cell('ffl_case2', FUSED)} | {cell('ffl_case2', ENSEMBLE)} |",
-        f"| vanilla | {params('vanilla')} / {params('vanilla_wrn')} | {vanilla} "
-        f"| {cell('vanilla_wrn', SUB1)} | | |",
-        "",
-        "![Table V curves](results_table5.png)",
-        "",
-        f"## Table VI: FFL vs the 2-net ensemble ({ARCH})",
-        "",
-        "| method | params | error |",
-        "|---|---|---|",
-        f"| 2-net (two independent networks, averaged logits) | {params('ensemble')} "
-        f"| {cell('ensemble', ENSEMBLE)} |",
-        f"| FFL (fused classifier) | {params('ffl')} | {cell('ffl', FUSED)} |",
-        f"| vanilla (the 2-net's members) | {params('vanilla')} | {vanilla} |",
-        "",
-        "The paper's case 2 rows of Table VI (a 2-net deepened to FFL's size) were not run.",
-        "",
-        "![Table VI curves](results_table6.png)",
-        "",
-    ]
+    lines = []
+    for table in TABLES:
+        lines += [
+            f"## {table.title}",
+            "",
+            "| " + " | ".join(table.columns) + " |",
+            "|" + "---|" * len(table.columns),
+            *("|" + "".join(f" {text(cell)} |" if cell else " |" for cell in row)
+              for row in table.rows),
+            "",
+        ]
+        if table.note:
+            lines += ["".join(text(part) for part in table.note), ""]
+        lines += [f"![{table.title.split(':')[0]} curves]({table.plot})", ""]
     return lines
 
 
