@@ -1,15 +1,16 @@
-"""The profile's op categories and the paired comparison's ratios (tools/step_profile.py,
-tools/reference_benchmark.py), on op names and timings written out by hand."""
+"""The benchmark's pure parts (tools/benchmarking): the profile's op categories, the
+statistics and per-round ratios, the --models entries, and the paired comparison's
+table, on op names and timings written out by hand."""
 
 import os
+import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
-import reference_benchmark  # noqa: E402
-import step_profile  # noqa: E402
+from benchmarking import op_profile, reference, timing  # noqa: E402
 
 NET = "ffl_network"
 
@@ -41,7 +42,7 @@ NET = "ffl_network"
     ],
 )  # fmt: skip
 def test_ops_fall_in_their_category(name, op_type, category):
-    assert step_profile.classify(name, op_type, NET) == category
+    assert op_profile.classify(name, op_type, NET) == category
 
 
 def chunks(*wall_medians):
@@ -51,7 +52,7 @@ def chunks(*wall_medians):
 def test_paired_ratios_are_per_round():
     # Round by round the official code takes 2x, 3x, 4x keras_ffl's time (load changes
     # between rounds): the median of the per-round ratios is 3.
-    ratio = reference_benchmark.paired_ratio(chunks(0.2, 0.6, 0.4), chunks(0.1, 0.2, 0.1))
+    ratio = reference.paired_ratio(chunks(0.2, 0.6, 0.4), chunks(0.1, 0.2, 0.1))
     assert ratio["median"] == pytest.approx(3.0)
     assert ratio["p25"] == pytest.approx(2.5) and ratio["p75"] == pytest.approx(3.5)
 
@@ -76,7 +77,7 @@ def test_report_judges_every_target():
             "official/vanilla": 220.0, "keras_ffl/vanilla": 600.0,
         },
     }  # fmt: skip
-    rows = {row["what"]: row for row in reference_benchmark.report(results)}
+    rows = {row["what"]: row for row in reference.report(results)}
     ffl = rows["ffl ResNet-32 training step (throughput ratio)"]
     assert ffl["ratio"]["median"] == pytest.approx((2.0 + 1.5) / 2) and ffl["met"]
     vanilla = rows["vanilla ResNet-32 training step (throughput ratio)"]
@@ -89,3 +90,76 @@ def test_report_judges_every_target():
     assert memory["ratio"]["median"] == pytest.approx(1000 / 850) and memory["met"]
     growth = rows["  of which above the framework's import (ffl)"]
     assert growth["ratio"]["median"] == pytest.approx(400 / 630) and growth["met"] is None
+
+
+def test_statistics_of_step_times():
+    assert timing.intervals([1.0, 1.5, 2.5]) == pytest.approx([0.5, 1.0])
+    stats = timing.summarize([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (stats["median"], stats["p25"], stats["p75"], stats["n"]) == (3.0, 2.0, 4.0, 5)
+    assert stats["iqr"] == 2.0 and stats["mean"] == 3.0
+    assert timing.quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == {"median": 3.0, "p25": 2.0, "p75": 4.0, "n": 5}
+    calls = []
+    times = timing.timed(lambda: calls.append(1), 3)
+    assert len(calls) == 3 and len(times["wall"]) == len(times["cpu"]) == 3
+
+
+def fit_entry(wall_medians, cpu_median, images_per_s):
+    return {
+        "step_s": {"median": float(sorted(wall_medians)[len(wall_medians) // 2])},
+        "cpu_s": {"median": cpu_median},
+        "chunk_medians": [(w, cpu_median) for w in wall_medians],
+        "images_per_s": images_per_s,
+    }
+
+
+def test_benchmark_ratios_against_the_baseline_the_loop_and_the_pipeline():
+    from benchmarking import report
+
+    results = {
+        "training": {
+            "vanilla_resnet8": {"fit": fit_entry([0.1, 0.2, 0.1], 0.2, 40.0)},
+            "ffl_resnet8_x2": {
+                "fit": fit_entry([0.2, 0.3, 0.15], 0.3, 20.0),
+                "loop": fit_entry([0.1, 0.1, 0.1], 0.25, 40.0),
+            },
+        },
+        "pipeline": {"images_per_s": 2000.0, "cpu_s_per_image": {"median": 0.0003}},
+    }
+    ratios = report.ratios(results, "vanilla_resnet8", batch_size=4)
+    versus = ratios["ffl_resnet8_x2 fit / vanilla_resnet8 fit"]
+    # Per round 2.0, 1.5, 1.5: median 1.5; of medians 0.2 / 0.1.
+    assert versus["wall_paired"] == pytest.approx({"median": 1.5, "p25": 1.5, "p75": 1.75})
+    assert versus["wall"] == pytest.approx(2.0) and versus["cpu"] == pytest.approx(1.5)
+    assert ratios["ffl_resnet8_x2 fit / loop"]["cpu"] == pytest.approx(1.2)
+    pipeline = ratios["pipeline / ffl_resnet8_x2 fit images per s"]
+    # 2000 / 20 images per s; 0.3 ms of the pipeline's CPU per image against 75 ms of training's.
+    assert pipeline["wall"] == pytest.approx(100.0) and pipeline["cpu_share"] == pytest.approx(0.004)
+    assert "vanilla_resnet8 fit / loop" not in ratios
+
+
+@pytest.mark.parametrize(
+    "key,name,branches",
+    [("vanilla", "vanilla_resnet32", 1), ("ffl", "ffl_resnet32_x2", 2),
+     ("ffl:3", "ffl_resnet32_x3", 3), ("ffl@case2", "ffl_resnet32_wrn16_2", 2)],
+)  # fmt: skip
+def test_models_entries_name_the_method_its_networks_and_their_number(key, name, branches):
+    from benchmarking import models
+
+    spec = models.parse_model(key, "resnet32", "wrn16_2")
+    assert (spec.name, spec.branches, spec.key) == (name, branches, key)
+
+
+def test_an_unknown_variant_is_refused():
+    from benchmarking import models
+
+    with pytest.raises(ValueError, match="the one variant is @case2"):
+        models.parse_model("ffl@case3", "resnet32", "wrn16_2")
+
+
+def test_the_pytorch_worker_runs_without_tensorflow():
+    # Its peak RSS is compared with keras_ffl's: it must be PyTorch's alone.
+    tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+    code = "import sys, benchmarking.reference_workers; print('tensorflow' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=tools)
+    output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert output.stdout.strip() == "False", output.stderr

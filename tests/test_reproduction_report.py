@@ -1,6 +1,5 @@
-"""tools/reproduction_report.py and tools/reproduction_runner.py: the protocol's commands, the
-paper's tables and the claim verdicts, from run directories as the training command
-writes them."""
+"""tools/reproduction: the protocol's commands, the paper's tables and the claim verdicts,
+from run directories as the training command writes them."""
 
 import csv
 import json
@@ -10,13 +9,12 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
-import reproduction_report as report  # noqa: E402
-import reproduction_runner as runner  # noqa: E402
+from reproduction import protocol, report, runner, runs, verdicts  # noqa: E402
 
 
 def write_run(output_dir, name, seed, final_accuracy, finished=True):
     """A run directory with a two-epoch history.csv (and results.json when finished)."""
-    path = pathlib.Path(report.run_path(str(output_dir), name, seed))
+    path = pathlib.Path(runs.run_path(str(output_dir), name, seed))
     path.mkdir(parents=True)
     columns = [f"val_{head}_acc" for head in final_accuracy]
     with open(path / "history.csv", "w", newline="") as f:
@@ -33,14 +31,14 @@ def write_run(output_dir, name, seed, final_accuracy, finished=True):
 
 def test_gain_standard_error_and_verdicts_by_hand():
     # Gains 1.0, 2.0, 3.0: mean 2, sample std 1, standard error 1/sqrt(3) = 0.577.
-    mean, error, n = report.paired_gain({0: 11.0, 1: 12.0, 2: 13.0, 3: 9.0},
+    mean, error, n = verdicts.paired_gain({0: 11.0, 1: 12.0, 2: 13.0, 3: 9.0},
                                         {0: 10.0, 1: 10.0, 2: 10.0})
     assert (mean, n) == (2.0, 3)
     assert error == pytest.approx(1 / 3**0.5)
-    assert report.verdict(2.0, 0.577) == "holds"
-    assert report.verdict(1.0, 0.577) == "same direction but unresolved"
-    assert report.verdict(-0.1, 0.01) == "does not hold"
-    assert report.paired_gain({0: 1.0}, {1: 1.0}) is None
+    assert verdicts.verdict(2.0, 0.577) == "holds"
+    assert verdicts.verdict(1.0, 0.577) == "same direction but unresolved"
+    assert verdicts.verdict(-0.1, 0.01) == "does not hold"
+    assert verdicts.paired_gain({0: 1.0}, {1: 1.0}) is None
     assert report.fmt({0: 10.0, 1: 12.0}) == "11.00 ± 1.41"
 
 
@@ -84,7 +82,7 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
     # DualNet has not finished: its claims are reported as not run, not dropped.
     assert "| FFL's fused classifier beats DualNet's Z_avg | I | 1.93 (Table I(a)) | — | — | 0 " \
            "| not run yet |" in text
-    n_runs, n_checks = len(report.RUNS) * 2, len(report.CONVERGENCE_RUNS) * 2
+    n_runs, n_checks = len(protocol.RUNS) * 2, len(protocol.CONVERGENCE_RUNS) * 2
     assert f"Finished runs: 6 of {n_runs}, and 4 of {n_checks} runs of the convergence check." \
         in text
     assert "| the protocol | 1.5 | 2.0 | 1.0 |" in text
@@ -118,7 +116,7 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
     assert "    python tools/reproduce.py" in text
     assert "scaled to 8 passes, rather than the `small` recipe's own 6" in text
     assert "Case 1 uses `resnet8x0.5` sub-networks" in text and "{" not in text
-    for filename in report.PLOTS:
+    for filename in protocol.PLOTS:
         assert (docs / filename).stat().st_size > 5_000
         assert f"]({filename})" in text
 
@@ -127,10 +125,10 @@ def test_every_run_is_the_training_command_with_the_protocol_and_its_options(tmp
     command = runner.run_command("ffl_no_kd", 2, str(tmp_path))
     assert command[1:4] == ["-m", "keras_ffl.fit", "--dataset=fashion_mnist"]
     assert {"--method=ffl", "--seed=2", "--ekd=false", "--fkd=false"} <= set(command)
-    assert {f"--arch={report.ARCH}", "--epochs=8", "--lr_milestones=4,6"} <= set(command)
+    assert {f"--arch={protocol.ARCH}", "--epochs=8", "--lr_milestones=4,6"} <= set(command)
     assert f"--model_dir={tmp_path}/ffl_no_kd/seed2" in command
     case2 = runner.run_command("dml_case2", 0, str(tmp_path))
-    assert f"--arch={','.join(report.CASE2_ARCH)}" in case2
+    assert f"--arch={','.join(protocol.CASE2_ARCH)}" in case2
     assert len([flag for flag in case2 if flag.startswith("--arch=")]) == 1
     shorter = runner.run_command("ffl_no_ekd_short", 0, str(tmp_path))
     assert [flag for flag in shorter if flag.startswith("--epochs=")] == ["--epochs=6"]
@@ -145,7 +143,7 @@ def test_finished_runs_are_not_trained_again(tmp_path):
     write_run(tmp_path, "ensemble", 0, {"ensemble": 0.9}, finished=False)
     todo = runner.pending(["ffl_short", "ffl", "ensemble"], [0, 1, 2, 3], str(tmp_path))
     # Seed by seed, the convergence check last and with its first seeds only.
-    assert report.CONVERGENCE_SEEDS == 3
+    assert protocol.CONVERGENCE_SEEDS == 3
     assert todo == [("ensemble", 0), ("ffl", 1), ("ensemble", 1), ("ffl", 2), ("ensemble", 2),
                     ("ffl", 3), ("ensemble", 3), ("ffl_short", 0), ("ffl_short", 1),
                     ("ffl_short", 2)]
@@ -160,7 +158,7 @@ def test_runs_train_side_by_side_recording_cpu_time_and_failures(tmp_path, monke
     failed = runner.train_missing([("ffl", 0), ("vanilla", 0), ("ffl", 1)], str(tmp_path),
                                      workers=2, threads=1)
     assert failed == [("vanilla", 0)]
-    timing = report.read_timing(str(tmp_path))
+    timing = runs.read_timing(str(tmp_path))
     assert set(timing) == {"ffl/seed0", "vanilla/seed0", "ffl/seed1"}
     for entry in timing.values():
         assert 0 < entry["cpu_s"] and 0 < entry["wall_s"]
@@ -180,4 +178,39 @@ def test_a_stopped_runner_stops_its_runs_and_keeps_their_time(tmp_path, monkeypa
     monkeypatch.setattr(runner.time, "sleep", sleep)
     with pytest.raises(KeyboardInterrupt):
         runner.train_missing([("ffl", 0)], str(tmp_path), workers=1, threads=1)
-    assert set(report.read_timing(str(tmp_path))) == {"ffl/seed0"}
+    assert set(runs.read_timing(str(tmp_path))) == {"ffl/seed0"}
+
+
+def test_every_claim_table_and_plot_reads_a_run_of_the_protocol():
+    for claim in protocol.CLAIMS:
+        for name, head in (claim.worse, claim.better):
+            assert name in protocol.RUNS and protocol.label(name, head)
+            assert protocol.ALL_RUNS[name][0] in protocol.METHOD_CHECKS
+    for table in protocol.TABLES:
+        assert table.plot in protocol.PLOTS
+        for cell in [cell for row in table.rows for cell in row] + list(table.note):
+            if isinstance(cell, protocol.Error):
+                assert cell.run in protocol.RUNS
+            elif isinstance(cell, protocol.Params):
+                assert set(cell.runs) <= {*protocol.RUNS, "vanilla"}
+    for _, series in protocol.PLOTS.values():
+        for name, head in series:
+            assert name in protocol.ALL_RUNS and protocol.label(name, head)
+    # Each run of the protocol has its convergence-check twin under the shorter schedule.
+    assert protocol.shorter(("ffl3", "fused")) == ("ffl3_short", "fused")
+    assert protocol.short_run("ffl3_short") is None
+
+
+def test_options_are_spelled_as_the_training_command_reads_them():
+    assert protocol.flag_args({"ekd": False, "lr_milestones": (4, 6), "epochs": 8}) == [
+        "--ekd=false", "--lr_milestones=4,6", "--epochs=8"
+    ]
+
+
+def test_the_timing_file_is_replaced_whole(tmp_path):
+    runs.write_timing(str(tmp_path), {"ffl/seed1": {"cpu_s": 2.0, "wall_s": 3.0},
+                                      "dml_case2/seed0": {"cpu_s": 1.0, "wall_s": 1.0}})
+    assert [p.name for p in tmp_path.iterdir()] == [runs.TIMING_FILE]  # No temporary file left.
+    timing = runs.read_timing(str(tmp_path))
+    assert list(timing) == ["dml_case2/seed0", "ffl/seed1"]
+    assert timing["ffl/seed1"] == {"cpu_s": 2.0, "wall_s": 3.0}

@@ -1,7 +1,7 @@
 """Reproduces every comparison of the paper on real Fashion-MNIST, offline.
 
 The protocol (docs/RESULTS.md; `PROTOCOL`, `RUNS` and `CONVERGENCE_RUNS` of
-tools/reproduction_report.py): every configuration of `RUNS` trained once per
+tools/reproduction/protocol.py): every configuration of `RUNS` trained once per
 seed with the Fashion-MNIST recipe and PROTOCOL's flags (8 full passes over the
 60,000 training images, half-width ResNet-8s), then the convergence check (every
 configuration again under the schedule scaled to 6 passes). Each run is the
@@ -10,7 +10,7 @@ training command itself,
 stopped at any point resumes at its last finished epoch when this tool is
 started again, and finished runs are reused. `--workers` runs train side by
 side, the cores split between them. The report (the paper's tables, a
-claim-by-claim reading, plots) is written by tools/reproduction_report.py.
+claim-by-claim reading, plots) is written by tools/reproduction/report.py.
 
     python tools/reproduce.py                  # train what is missing, then report
     python tools/reproduce.py --report_only    # redraw the report from the runs
@@ -18,14 +18,11 @@ claim-by-claim reading, plots) is written by tools/reproduction_report.py.
 
 import os
 import signal
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reproduction_report  # noqa: E402  (beside this file)
-import reproduction_runner  # noqa: E402
-from reproduction_report import ALL_RUNS, CASE2_ARCH  # noqa: E402
+from reproduction import report, runner  # beside this file
+from reproduction.protocol import ALL_RUNS, CASE2_ARCH
 
 _FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -62,11 +59,11 @@ def main(argv):
     if not _FLAGS.report_only:
         os.makedirs(_FLAGS.output_dir, exist_ok=True)
         threads = _FLAGS.threads or max(1, (os.cpu_count() or 1) // _FLAGS.workers)
-        todo = reproduction_runner.pending(names, seeds, _FLAGS.output_dir)
+        todo = runner.pending(names, seeds, _FLAGS.output_dir)
         print(f"{len(todo)} runs to train, {_FLAGS.workers} at a time with "
               f"{threads} threads each; case 2 is {' & '.join(CASE2_ARCH)}.", flush=True)
-        failed = reproduction_runner.train_missing(todo, _FLAGS.output_dir, _FLAGS.workers, threads, _FLAGS.data_dir)
-    path = reproduction_report.write_report(
+        failed = runner.train_missing(todo, _FLAGS.output_dir, _FLAGS.workers, threads, _FLAGS.data_dir)
+    path = report.write_report(
         _FLAGS.output_dir, _FLAGS.docs_dir, seeds, command=_command_line()
     )
     print(f"Wrote {path}.")

@@ -5,7 +5,7 @@
 duration of every TensorFlow op executed, by category (`classify`). Op times
 on the executor threads overlap when TF runs independent ops at once, so the
 shares are of total op time, not of wall time. tools/benchmark.py's
-`--sections=profile` prints them for each model.
+`--sections=profile` prints them for each model (`sections.benchmark_profile`).
 """
 
 import collections

@@ -1,18 +1,17 @@
 """The reproduction's runs: each one the training command, trained side by side.
 
-Every run of tools/reproduction_report.RUNS is `python -m keras_ffl.fit` in its
-own model directory, so a stopped run resumes at its last finished epoch and a
-finished one (results.json written) is not trained again.
+Every run of `protocol.ALL_RUNS` is `python -m keras_ffl.fit` in its own model
+directory, so a stopped run resumes at its last finished epoch and a finished one
+(results.json written) is not trained again.
 """
 
-import json
 import os
 import subprocess
 import sys
 import time
 
-import reproduction_report  # beside this file
-from reproduction_report import ALL_RUNS, CONVERGENCE_RUNS, CONVERGENCE_SEEDS, PROTOCOL
+from reproduction import runs
+from reproduction.protocol import ALL_RUNS, CONVERGENCE_RUNS, CONVERGENCE_SEEDS, PROTOCOL, flag_args
 
 
 def run_command(name, seed, output_dir, data_dir=None):
@@ -23,22 +22,13 @@ def run_command(name, seed, output_dir, data_dir=None):
         "--dataset=fashion_mnist",
         f"--method={method}",
         f"--seed={seed}",
-        f"--model_dir={reproduction_report.run_path(output_dir, name, seed)}",
+        f"--model_dir={runs.run_path(output_dir, name, seed)}",
         "--verbose=2",
+        *flag_args({**PROTOCOL, **options}),
     ]
-    flags = {**PROTOCOL, **options}
-    command += [f"--{key}={_flag_value(value)}" for key, value in flags.items()]
     if data_dir:
         command.append(f"--data_dir={data_dir}")
     return command
-
-
-def _flag_value(value):
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 def pending(names, seeds, output_dir):
@@ -48,18 +38,17 @@ def pending(names, seeds, output_dir):
     order = [(name, seed) for seed in seeds for name in names if name not in CONVERGENCE_RUNS]
     order += [(name, seed) for seed in seeds[:CONVERGENCE_SEEDS]
               for name in names if name in CONVERGENCE_RUNS]
-    return [run for run in order if not reproduction_report.is_finished(output_dir, *run)]
+    return [run for run in order if not runs.is_finished(output_dir, *run)]
 
 
 def train_missing(todo, output_dir, workers, threads, data_dir=None):
     """Trains `todo` with up to `workers` commands at once; returns the failed runs.
 
     Each run's CPU time (all its threads, from the OS) and wall time are added
-    to TIMING_FILE: the CPU time is the cost of the run whatever else the
-    machine was doing, or if it was paused.
+    to the timing file (`runs.TIMING_FILE`): the CPU time is the cost of the run
+    whatever else the machine was doing, or if it was paused.
     """
-    timing_path = os.path.join(output_dir, reproduction_report.TIMING_FILE)
-    timing = reproduction_report.read_timing(output_dir)
+    timing = runs.read_timing(output_dir)
     env = dict(
         os.environ,
         TF_NUM_INTRAOP_THREADS=str(threads),
@@ -75,14 +64,14 @@ def train_missing(todo, output_dir, workers, threads, data_dir=None):
         entry = timing.setdefault(f"{name}/seed{seed}", {"cpu_s": 0.0, "wall_s": 0.0})
         entry["cpu_s"] += usage.ru_utime + usage.ru_stime
         entry["wall_s"] += time.time() - started
-        _write_json(timing_path, timing)
+        runs.write_timing(output_dir, timing)
         return name, seed, os.waitstatus_to_exitcode(status), time.time() - started
 
     try:
         while queue or running:
             while queue and len(running) < workers:
                 name, seed = queue.pop(0)
-                run_path = reproduction_report.run_path(output_dir, name, seed)
+                run_path = runs.run_path(output_dir, name, seed)
                 os.makedirs(run_path, exist_ok=True)
                 log = open(f"{run_path}.log", "a")
                 process = subprocess.Popen(
@@ -103,7 +92,7 @@ def train_missing(todo, output_dir, workers, threads, data_dir=None):
                 if code:
                     failed.append((name, seed))
                     print(f"FAILED {name} seed {seed} (exit {code}); see "
-                          f"{reproduction_report.run_path(output_dir, name, seed)}.log",
+                          f"{runs.run_path(output_dir, name, seed)}.log",
                           flush=True)
                 else:
                     print(f"finished {name} seed {seed} in {seconds / 60:.1f} min",
@@ -119,9 +108,3 @@ def train_missing(todo, output_dir, workers, threads, data_dir=None):
             record(process, status, usage)
     return failed
 
-
-def _write_json(path, value):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
