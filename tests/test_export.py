@@ -427,8 +427,9 @@ def test_versions_are_added_never_overwritten_unless_asked(tmp_path, network):
     for model in MODELS:
         assert sorted(os.listdir(os.path.join(export_dir, model))) == ["1", "2"]
 
-    with pytest.raises(FileExistsError, match="Version 1 already exists.*--overwrite"):
+    with pytest.raises(FileExistsError, match="Version 1 already exists.*overwrite") as error:
         export_savedmodels(network, export_dir, NAME, version=1, **kwargs)
+    assert "pass --overwrite to replace it" in error.value.with_flag()
     assert snapshot(export_dir) == after_second
     assert not [entry for entry in os.listdir(export_dir) if entry.startswith(".")]
 
