@@ -21,7 +21,7 @@ import pytest
 from fakedata import write_folder, write_idx
 from filetree import snapshot
 
-from keras_ffl import FFLModel, recipes, run_dir, sigmoid_rampup, training
+from keras_ffl import FFLModel, distribute, recipes, run_dir, sigmoid_rampup, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: A run small enough for a few seconds on a CPU.
@@ -327,6 +327,17 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
     assert chief.keys() == other.keys() and len(chief) > 100
     for name in chief:
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+
+
+def test_the_multi_worker_workaround_ends_with_the_keras_release_that_fixes_it(monkeypatch):
+    """Keras's fit fails under several workers until a release fixes it; then the
+    workaround stops applying (the two-worker test above runs whichever applies)."""
+    monkeypatch.setattr(distribute, "KERAS_MULTI_WORKER_FIX", None)
+    assert distribute.keras_needs_multi_worker_workaround("3.15.1")
+    monkeypatch.setattr(distribute, "KERAS_MULTI_WORKER_FIX", (3, 16))
+    assert distribute.keras_needs_multi_worker_workaround("3.15.1")
+    assert not distribute.keras_needs_multi_worker_workaround("3.16.0")
+    assert not distribute.keras_needs_multi_worker_workaround("3.17.0.dev2026010100")
 
 
 # Bad inputs: a clear error, and no good file touched --------------------------
