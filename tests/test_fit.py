@@ -408,7 +408,7 @@ def test_batch_not_divisible_by_replicas_is_refused(tmp_path, idx_data):
         try:
             training.prepare(config, model_dir, strategy=strategy)
         except ValueError as error:
-            print("REFUSED:", error)
+            print("REFUSED:", error.with_flag())  # As the command prints it.
         """
     )
     model_dir = tmp_path / "run"
