@@ -2,11 +2,18 @@
 
 The names below are attributes of the package loaded on first use (PEP 562), so
 that `import keras_ffl` and modules free of TensorFlow (`keras_ffl.run_dir`,
-`keras_ffl.heads`' names) stay cheap for tools that only read results.
+`keras_ffl.heads`' names) stay cheap for tools that only read results. The
+Keras classes that saved models name (layers, models, the optimizer) are
+registered with Keras as soon as Keras itself is imported, so that
+`keras.saving.load_model` opens keras_ffl's checkpoints and exports after
+`import keras_ffl` whichever of the two was imported first.
 """
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import os
+import sys
 
 # TensorFlow's oneDNN CPU kernels train these networks much faster than its default
 # Eigen kernels (docs/PERFORMANCE.md), but TensorFlow turns them on by default only on
@@ -38,6 +45,42 @@ _EXPORTS = {
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_MODULE_OF)
+
+
+#: The modules whose import registers keras_ffl's serializable Keras classes.
+_KERAS_OBJECT_MODULES = ("keras_ffl.batch_norm", "keras_ffl.methods")
+
+
+def _register_keras_objects():
+    for module in _KERAS_OBJECT_MODULES:
+        importlib.import_module(module)
+
+
+class _RegisterOnKerasImport(importlib.abc.MetaPathFinder):
+    """Runs `_register_keras_objects` right after the `keras` package is first imported."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "keras":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _register_keras_objects()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_keras_objects()
+else:
+    sys.meta_path.insert(0, _RegisterOnKerasImport())
 
 
 def __getattr__(name):
