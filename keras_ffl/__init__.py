@@ -1,6 +1,19 @@
-"""keras_ffl: Feature Fusion Learning (Kim et al., ICPR 2020) in Keras 3 on TensorFlow."""
+"""keras_ffl: Feature Fusion Learning (Kim et al., ICPR 2020) in Keras 3 on TensorFlow.
 
+The names below are attributes of the package loaded on first use (PEP 562), so
+that `import keras_ffl` and modules free of TensorFlow (`keras_ffl.run_dir`,
+`keras_ffl.heads`' names) stay cheap for tools that only read results. The
+Keras classes that saved models name (layers, models, the optimizer) are
+registered with Keras as soon as Keras itself is imported, so that
+`keras.saving.load_model` opens keras_ffl's checkpoints and exports after
+`import keras_ffl` whichever of the two was imported first.
+"""
+
+import importlib
+import importlib.abc
+import importlib.machinery
 import os
+import sys
 
 # TensorFlow's oneDNN CPU kernels train these networks much faster than its default
 # Eigen kernels (docs/PERFORMANCE.md), but TensorFlow turns them on by default only on
@@ -9,45 +22,75 @@ import os
 # line does); an explicit TF_ENABLE_ONEDNN_OPTS=0 is respected.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from keras_ffl.callbacks import DistillationRampUp  # noqa: E402
-from keras_ffl.fusion import FusionBlock  # noqa: E402
-from keras_ffl.losses import cross_entropy, softened_kl  # noqa: E402
-from keras_ffl.methods import MultiHeadModel, get_method, method_names  # noqa: E402
-from keras_ffl.methods.ffl import FFLModel, build_ffl_network, ffl_loss_terms, ffl_sgd  # noqa: E402
-from keras_ffl.models import (  # noqa: E402
-    Architecture,
-    CifarResNet,
-    ImageNetResNet,
-    WideResNet,
-    get_architecture,
-)
-from keras_ffl.network import build_subnetwork, build_subnetworks  # noqa: E402
-from keras_ffl.optimizer import CoupledSGD, paper_sgd  # noqa: E402
-from keras_ffl.schedules import sigmoid_rampup, step_learning_rate  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "Architecture",
-    "CifarResNet",
-    "CoupledSGD",
-    "DistillationRampUp",
-    "FFLModel",
-    "MultiHeadModel",
-    "FusionBlock",
-    "ImageNetResNet",
-    "WideResNet",
-    "build_ffl_network",
-    "build_subnetwork",
-    "build_subnetworks",
-    "cross_entropy",
-    "ffl_loss_terms",
-    "ffl_sgd",
-    "get_architecture",
-    "get_method",
-    "method_names",
-    "paper_sgd",
-    "sigmoid_rampup",
-    "softened_kl",
-    "step_learning_rate",
-]
+#: The public names, by the module that defines them.
+_EXPORTS = {
+    "keras_ffl.callbacks": ("DistillationRampUp",),
+    "keras_ffl.fusion": ("FusionBlock",),
+    "keras_ffl.losses": ("cross_entropy", "softened_kl"),
+    "keras_ffl.methods": ("MultiHeadModel", "get_method", "method_names"),
+    "keras_ffl.methods.ffl": ("FFLModel", "build_ffl_network", "ffl_loss_terms", "ffl_sgd"),
+    "keras_ffl.models": (
+        "Architecture",
+        "CifarResNet",
+        "ImageNetResNet",
+        "WideResNet",
+        "get_architecture",
+    ),
+    "keras_ffl.network": ("build_subnetwork", "build_subnetworks"),
+    "keras_ffl.optimizer": ("CoupledSGD", "paper_sgd"),
+    "keras_ffl.schedules": ("sigmoid_rampup", "step_learning_rate"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+#: The modules whose import registers keras_ffl's serializable Keras classes.
+_KERAS_OBJECT_MODULES = ("keras_ffl.batch_norm", "keras_ffl.methods")
+
+
+def _register_keras_objects():
+    for module in _KERAS_OBJECT_MODULES:
+        importlib.import_module(module)
+
+
+class _RegisterOnKerasImport(importlib.abc.MetaPathFinder):
+    """Runs `_register_keras_objects` right after the `keras` package is first imported."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "keras":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _register_keras_objects()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_keras_objects()
+else:
+    sys.meta_path.insert(0, _RegisterOnKerasImport())
+
+
+def __getattr__(name):
+    """Imports the module defining public name `name` when it is first used."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

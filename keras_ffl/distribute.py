@@ -9,6 +9,7 @@ TensorFlow's multi-worker Keras guide.
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 
@@ -16,8 +17,15 @@ import keras
 import tensorflow as tf
 
 from keras_ffl import run_dir
+from keras_ffl.arguments import ArgumentsError
+from keras_ffl.validation import ArgumentError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+#: The first Keras release whose `fit` and `evaluate` run under several workers of
+#: MultiWorkerMirroredStrategy (keras-team/keras#20585), or None while no release
+#: does (the issue is open; Keras 3.15 still fails). Set it when a release fixes it:
+#: `keras_fit_scope` then leaves that release and later ones unchanged.
+KERAS_MULTI_WORKER_FIX = None
 
 
 def get_strategy(name="auto", tpu=""):
@@ -54,23 +62,24 @@ def _tpu_strategy(tpu):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError) as err:
-        raise ValueError(
-            f"No TPU found ({err}). Pass --tpu=<name or grpc://address> of a TPU this "
-            "machine can reach, or choose another --strategy."
+        raise ArgumentsError(
+            f"No TPU found ({err}). Pass {{arg:tpu}}=<name or grpc://address> of a TPU this "
+            "machine can reach, or choose another {arg:strategy}."
         ) from err
     return tf.distribute.TPUStrategy(resolver)
 
 
 def check_batch_size(batch_size, strategy):
-    """Raises a ValueError unless the global `batch_size` splits evenly over the replicas."""
+    """Raises an ArgumentError unless the global `batch_size` splits evenly over the replicas."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         lower = batch_size - batch_size % replicas
         options = f"{lower} or {lower + replicas}" if lower else str(replicas)
-        raise ValueError(
-            f"--batch_size={batch_size} is the global batch and must be divisible by the "
+        raise ArgumentError(
+            "batch_size",
+            f"{{arg}}={batch_size} is the global batch and must be divisible by the "
             f"{replicas} replicas of {type(strategy).__name__}; use a multiple of "
-            f"{replicas}, e.g. {options}."
+            f"{replicas}, e.g. {options}.",
         )
 
 
@@ -105,20 +114,20 @@ def write_directory(model_dir, strategy):
 def keras_fit_scope(model, strategy):
     """The context in which to call `model.fit` under `strategy`.
 
-    Keras 3 (3.15 included) cannot run `fit` or `evaluate` with several
-    workers of MultiWorkerMirroredStrategy (keras-team/keras#20585): before
+    Keras releases before `KERAS_MULTI_WORKER_FIX` cannot run `fit` or
+    `evaluate` with several workers of MultiWorkerMirroredStrategy: before
     the first step it all-reduces a whole (x, y) batch, which fails, and after
     every step it all-reduces the step's scalar metrics along an axis 0 they do
     not have. Under that strategy this context works around both while `fit`
     runs: the model hides the strategy it recorded (Keras then skips that
     first all-reduce and takes the strategy from the enclosing scope), and its
     train and test steps return their metrics with a leading axis of size 1.
-    Every other strategy runs Keras unchanged.
+    Every other strategy, and a Keras that has the fix, runs Keras unchanged.
     """
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
         strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
     )
-    if not multi_worker:
+    if not (multi_worker and keras_needs_multi_worker_workaround()):
         yield
         return
     with strategy.scope():
@@ -135,6 +144,14 @@ def keras_fit_scope(model, strategy):
             del model.train_step, model.test_step
             model.train_function = model.test_function = None
             model._distribute_strategy = recorded
+
+
+def keras_needs_multi_worker_workaround(version=None):
+    """Whether Keras `version` (default: the installed one) needs `keras_fit_scope`'s workaround."""
+    if KERAS_MULTI_WORKER_FIX is None:
+        return True
+    release = tuple(int(part) for part in re.findall(r"\d+", version or keras.version())[:3])
+    return release < KERAS_MULTI_WORKER_FIX
 
 
 def _with_leading_axis(step):

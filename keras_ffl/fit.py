@@ -30,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging  # noqa: E402
 
-from keras_ffl import distribute, methods, recipes, run_dir, training, validation  # noqa: E402
+from keras_ffl import distribute, methods, recipes, run_dir, training  # noqa: E402
+from keras_ffl.arguments import flag_message  # noqa: E402
 from keras_ffl.models import ARCHITECTURE_HELP  # noqa: E402
 
 _FROM_RECIPE = " Default: the recipe's."
@@ -221,15 +222,14 @@ def parse_flags(argv):
 def describe_error(err):
     """One line "<what> — <how to fix it>" for an exception the command met.
 
-    Library errors name Python arguments; `validation.ArgumentError` names the
-    flag instead. OSErrors of the file system get a fix by their errno.
+    Library errors name Python arguments; the message names their flags
+    instead (`arguments.flag_message`). OSErrors of the file system get a fix
+    by their errno.
     """
-    if isinstance(err, validation.ArgumentError):
-        message = err.with_flag()
-    elif isinstance(err, OSError) and err.errno is not None:
+    if isinstance(err, OSError) and err.errno is not None:
         message = run_dir.describe_os_error(err)
     elif isinstance(err, (run_dir.RunError, ValueError, OSError)):
-        message = str(err)
+        message = flag_message(err)
     else:
         message = (
             f"unexpected {type(err).__name__}: {err} — rerun with --verbosity=1 to see its "

@@ -14,7 +14,11 @@ The model directory holds:
 
 Every file except TensorBoard's (append-only, checksummed records) is replaced
 atomically: written to a temporary file in the same directory, fsynced, renamed
-over the old one.
+over the old one (`replace_atomically`, which the exports and reports use too).
+
+This module imports neither TensorFlow nor Keras at its top, so that reading a
+run's config, history or results stays cheap; `load_model` imports Keras when
+it opens a checkpoint.
 """
 
 import contextlib
@@ -28,7 +32,9 @@ import secrets
 import socket
 import sys
 import time
+import zipfile
 
+from keras_ffl.arguments import NamesArguments
 from keras_ffl.validation import ArgumentError
 
 CONFIG_FILE = "config.json"
@@ -50,8 +56,19 @@ _LOCK_ATTEMPTS = 3
 _LOCK_RETRY_SECONDS = 0.05
 
 
-class RunError(Exception):
-    """A run cannot start or continue; the message says "<what> — <how to fix it>"."""
+class RunError(NamesArguments, Exception):
+    """A run cannot start or continue; the message says "<what> — <how to fix it>".
+
+    Arguments it names are written "{arg:<name>}" (see `keras_ffl.arguments`).
+    """
+
+
+class NotARunError(RunError, FileNotFoundError):
+    """A directory is not a training run's: it has no config.json."""
+
+
+class CheckpointError(RunError, ValueError):
+    """A run's checkpoint is missing, damaged, or not a keras_ffl model."""
 
 
 def read_json(path):
@@ -62,7 +79,9 @@ def read_json(path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as err:
-        raise RunError(f"Cannot read {path} ({err}); restore it or choose a new --model_dir.")
+        raise RunError(
+            f"Cannot read {path} ({err}); restore it or choose a new {{arg:model_dir}}."
+        ) from err
 
 
 def read_history(path):
@@ -125,11 +144,122 @@ def replace_atomically(path, write):
             # Writers such as Keras's zip and HDF5 code raise ENOSPC without the file.
             raise OSError(err.errno, err.strerror, path) from err
         raise
-    dir_fd = os.open(directory or ".", os.O_RDONLY)
+    fsync_directory(directory or ".")  # Makes the rename itself durable.
+
+
+def fsync_directory(path):
+    """Flushes `path`'s entries to disk, so that renames into it survive a power cut."""
+    descriptor = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)  # Makes the rename itself durable.
+        os.fsync(descriptor)
     finally:
-        os.close(dir_fd)
+        os.close(descriptor)
+
+
+def read_config(model_dir):
+    """The dict in `model_dir`'s config.json (a `training.RunConfig`'s fields).
+
+    Raises:
+      NotARunError: `model_dir` has no config.json.
+      RunError: it cannot be read.
+    """
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise NotARunError(
+            f"{path} not found: {model_dir} is not a training run's directory — pass a "
+            f"directory written by python -m keras_ffl.fit (with {CONFIG_FILE} and "
+            f"{BEST_CHECKPOINT} or {LAST_CHECKPOINT})"
+        )
+    return read_json(path)
+
+
+def checkpoint_name(model_dir, checkpoint=None, *, use="load"):
+    """The name ("best" or "last", keys of `CHECKPOINTS`) of the checkpoint of `model_dir`
+    that `checkpoint` picks: by default best.keras if present, else last.keras.
+
+    `use` is the verb of what the caller does with it ("export"), for the fix
+    that names the other checkpoint.
+
+    Raises:
+      ArgumentError: `checkpoint` is not a name of `CHECKPOINTS`.
+      FileNotFoundError: the run has no checkpoint yet.
+      CheckpointError: `checkpoint` does not exist (the message names the other).
+    """
+    if checkpoint is not None and checkpoint not in CHECKPOINTS:
+        raise ArgumentError(
+            "checkpoint", f"{{arg}} must be one of {tuple(CHECKPOINTS)}; got {checkpoint!r}."
+        )
+    present = _present_checkpoints(model_dir)
+    if not present:
+        raise FileNotFoundError(
+            f"{model_dir} holds no checkpoint ({BEST_CHECKPOINT} or {LAST_CHECKPOINT}): its run "
+            "has not completed an epoch — train it first (python -m keras_ffl.fit saves both "
+            f"after every epoch), or {use} another run's directory"
+        )
+    checkpoint = checkpoint or present[0]
+    if checkpoint not in present:
+        raise CheckpointError(
+            f"{os.path.join(model_dir, CHECKPOINTS[checkpoint])} does not exist — "
+            f"{_use_another(present, use)}"
+        )
+    return checkpoint
+
+
+def _present_checkpoints(model_dir):
+    return [c for c, name in CHECKPOINTS.items() if os.path.isfile(os.path.join(model_dir, name))]
+
+
+def _use_another(others, use):
+    """The fix for a checkpoint that cannot be used: one of `others` if any."""
+    if not others:
+        return "restore it from a backup, or train the run again"
+    return f"{use} {CHECKPOINTS[others[0]]} instead with {{arg:checkpoint}}={others[0]}"
+
+
+def load_model(path, *, fix, strategy=None, compile=True):
+    """The keras_ffl model (a `MultiHeadModel`) saved at `path`, a run's checkpoint.
+
+    Keras is imported here, not with this module. `strategy` is the
+    tf.distribute strategy whose scope the variables are made in; `fix` is the
+    second half of the error message ("<what> — <fix>").
+
+    Raises:
+      CheckpointError: the file is damaged or not a keras_ffl model.
+    """
+    import keras
+
+    from keras_ffl.methods import MultiHeadModel
+
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is damaged: it is not a .keras (zip) archive, as a copy or a write cut "
+            f"short leaves it — {fix}"
+        )
+    try:
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = keras.saving.load_model(path, compile=compile)
+    except Exception as err:  # Whatever the cause, this file cannot be used.
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise CheckpointError(
+            f"{path} is damaged or not a keras_ffl model ({reason}) — {fix}"
+        ) from err
+    if not isinstance(model, MultiHeadModel):
+        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a keras_ffl model — {fix}")
+    return model
+
+
+def open_checkpoint(model_dir, checkpoint=None, *, use="load"):
+    """(model, config dict, checkpoint name) of a run directory at `checkpoint`.
+
+    The checkpoint is picked as `checkpoint_name` says, and loaded uncompiled,
+    for inference. Errors name the other checkpoint when the directory has it;
+    `use` says what the caller does with it ("export").
+    """
+    config = read_config(model_dir)
+    name = checkpoint_name(model_dir, checkpoint, use=use)
+    others = [c for c in _present_checkpoints(model_dir) if c != name]
+    path = os.path.join(model_dir, CHECKPOINTS[name])
+    return load_model(path, fix=_use_another(others, use), compile=False), config, name
 
 
 def remove_temp_files(directory):

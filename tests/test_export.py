@@ -384,6 +384,18 @@ def test_fused_keras_file_loads_with_keras_ffl(cli_export, network):
     np.testing.assert_allclose(fused(x), network(x, training=False)["fused"], atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("imports", ["import keras_ffl, keras", "import keras, keras_ffl"])
+def test_import_keras_ffl_lets_keras_load_the_fused_file_in_either_order(cli_export, imports):
+    """`import keras_ffl` does not import Keras itself, yet registers its classes with it."""
+    export_dir, _ = cli_export
+    code = f"{imports}; keras.saving.load_model({export_dir!r} + '/{NAME}_fused.keras')"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_subprocess_env()
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
 def _parse_models_config(text):
     """[(name, base_path, platform)] of a text-format ModelServerConfig."""
     try:
@@ -427,8 +439,9 @@ def test_versions_are_added_never_overwritten_unless_asked(tmp_path, network):
     for model in MODELS:
         assert sorted(os.listdir(os.path.join(export_dir, model))) == ["1", "2"]
 
-    with pytest.raises(FileExistsError, match="Version 1 already exists.*--overwrite"):
+    with pytest.raises(FileExistsError, match="Version 1 already exists.*overwrite") as error:
         export_savedmodels(network, export_dir, NAME, version=1, **kwargs)
+    assert "pass --overwrite to replace it" in error.value.with_flag()
     assert snapshot(export_dir) == after_second
     assert not [entry for entry in os.listdir(export_dir) if entry.startswith(".")]
 

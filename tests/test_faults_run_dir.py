@@ -4,6 +4,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import types
 
 import pytest
@@ -91,3 +93,28 @@ def test_model_dir_checks_write_nothing(tmp_path):
     assert os.listdir(tmp_path) == ["file"]
     run_dir.check_model_dir(str(tmp_path / "new" / "run"))
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_reading_a_run_needs_no_tensorflow(tmp_path):
+    """A tool that reads results imports keras_ffl and its run directory without TensorFlow."""
+    (tmp_path / run_dir.CONFIG_FILE).write_text('{"dataset": "cifar100"}')
+    code = (
+        "import sys, keras_ffl, keras_ffl.run_dir as r;"
+        f"assert r.read_config({str(tmp_path)!r}) == {{'dataset': 'cifar100'}};"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_directory_without_config_is_not_a_run(tmp_path):
+    with pytest.raises(run_dir.NotARunError, match="config.json not found: .* is not a training"):
+        run_dir.read_config(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        run_dir.checkpoint_name(str(tmp_path))
+    (tmp_path / run_dir.LAST_CHECKPOINT).write_bytes(b"not a zip")
+    assert run_dir.checkpoint_name(str(tmp_path)) == "last"
+    with pytest.raises(run_dir.CheckpointError) as error:
+        run_dir.checkpoint_name(str(tmp_path), "best", use="export")
+    assert error.value.with_flag().endswith("— export last.keras instead with --checkpoint=last")
+    with pytest.raises(run_dir.CheckpointError, match="last.keras is damaged: it is not a .keras"):
+        run_dir.load_model(str(tmp_path / run_dir.LAST_CHECKPOINT), fix="restore it")

@@ -19,9 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from keras_ffl import export  # noqa: E402
+from keras_ffl.arguments import flag_message  # noqa: E402
 from keras_ffl.export.layout import safe_name  # noqa: E402
-from keras_ffl.run_dir import RunError  # noqa: E402
-from keras_ffl.validation import ArgumentError  # noqa: E402
+from keras_ffl.run_dir import NotARunError, RunError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A training run's directory (config.json, *.keras).")
@@ -94,7 +94,9 @@ def main(argv):
         else:
             result = _export_keras_file()
     except (ValueError, OSError, export.ExportVerificationError, RunError) as error:
-        message = error.with_flag() if isinstance(error, ArgumentError) else str(error)
+        message = flag_message(error)
+        if isinstance(error, NotARunError):
+            message += "; for a bare .keras file use --model"
         sys.exit(f"export failed: {' '.join(message.split())}")
     print(result.summary())
 

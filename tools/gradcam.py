@@ -24,8 +24,8 @@ from absl import app, flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ffl.analysis.cam_figure import DEFAULT_IMAGES, draw_gradcam  # noqa: E402
+from keras_ffl.arguments import flag_message  # noqa: E402
 from keras_ffl.run_dir import CHECKPOINTS, RunError  # noqa: E402
-from keras_ffl.validation import ArgumentError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "The training run to explain (config.json, *.keras).")
@@ -69,8 +69,7 @@ def main(argv):
             data_dir=FLAGS.data_dir,
         )
     except (RunError, ValueError, OSError, ImportError) as error:
-        message = error.with_flag() if isinstance(error, ArgumentError) else str(error)
-        sys.exit(f"gradcam failed: {' '.join(message.split())}")
+        sys.exit(f"gradcam failed: {' '.join(flag_message(error).split())}")
     print("\n".join(lines))
 
 

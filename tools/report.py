@@ -17,8 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ffl.analysis.calibration import DEFAULT_BINS  # noqa: E402
 from keras_ffl.analysis.report import write_report  # noqa: E402
+from keras_ffl.arguments import flag_message  # noqa: E402
 from keras_ffl.run_dir import CHECKPOINTS, RunError  # noqa: E402
-from keras_ffl.validation import ArgumentError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -47,8 +47,7 @@ def main(argv):
             bins=FLAGS.bins,
         )
     except (RunError, ValueError, OSError, ImportError) as error:
-        message = error.with_flag() if isinstance(error, ArgumentError) else str(error)
-        sys.exit(f"report failed: {' '.join(message.split())}")
+        sys.exit(f"report failed: {' '.join(flag_message(error).split())}")
     print("Wrote " + ", ".join(files))
 
 

@@ -42,7 +42,8 @@ def draw_gradcam(
     Raises:
       RunError: a run cannot be read, or the two runs trained on different data.
       FileNotFoundError: a run has no checkpoint yet.
-      ArgumentError: an index is outside the test split, or a checkpoint missing or damaged.
+      ArgumentError: an index is outside the test split.
+      CheckpointError: a checkpoint is missing or damaged.
       ImportError: matplotlib is not installed.
     """
     figures.pyplot()  # Without matplotlib, fail before the slow work.

@@ -6,14 +6,12 @@ normalised with the mean and std the run trained with.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 
-from keras_ffl import data
-from keras_ffl.export import load_checkpoint
+from keras_ffl import data, run_dir
 from keras_ffl.heads import network_heads
-from keras_ffl.run_dir import CHECKPOINTS, CONFIG_FILE, RunError
+from keras_ffl.run_dir import RunError
 from keras_ffl.validation import ArgumentError
 
 
@@ -55,18 +53,9 @@ def load_run(model_dir, checkpoint=None):
     Raises:
       RunError: `model_dir` is not a training run's directory.
       FileNotFoundError: it holds no checkpoint yet.
-      ArgumentError: `checkpoint` is missing or damaged (see `load_checkpoint`).
+      CheckpointError: `checkpoint` is missing or damaged (see `run_dir.open_checkpoint`).
     """
-    if not os.path.isfile(os.path.join(model_dir, CONFIG_FILE)):
-        raise RunError(
-            f"{model_dir} is not a training run's directory (it has no {CONFIG_FILE}) — "
-            "pass a directory written by python -m keras_ffl.fit"
-        )
-    present = [
-        c for c, name in CHECKPOINTS.items() if os.path.isfile(os.path.join(model_dir, name))
-    ]
-    checkpoint = checkpoint or next(iter(present), None)
-    model, config = load_checkpoint(model_dir, checkpoint)
+    model, config, checkpoint = run_dir.open_checkpoint(model_dir, checkpoint)
     return TrainedRun(model_dir, config, model, checkpoint)
 
 

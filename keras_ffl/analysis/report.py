@@ -46,7 +46,7 @@ def write_report(model_dirs, output_dir, *, checkpoint=None, data_dir=None, bins
     """Writes report.md and its figures for the runs in `model_dirs`; returns the files written.
 
     Raises:
-      RunError, FileNotFoundError, ArgumentError: a run directory cannot be read (see
+      RunError, FileNotFoundError: a run directory cannot be read (see
         `predictions.load_run`).
       ImportError: matplotlib is not installed.
     """

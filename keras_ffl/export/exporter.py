@@ -11,14 +11,14 @@ network's before anything is moved into place.
 """
 
 import dataclasses
-import json
 import os
-import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ffl import run_dir
+from keras_ffl.arguments import ArgumentsError
 from keras_ffl.export import layout, serving
 from keras_ffl.export.extraction import (
     as_network,
@@ -29,7 +29,6 @@ from keras_ffl.export.extraction import (
 from keras_ffl.heads import features_layer, network_heads, sub_heads, sub_index
 from keras_ffl.validation import ArgumentError
 
-CHECKPOINTS = ("best", "last")
 VERIFY_BATCH = 8
 
 
@@ -91,18 +90,20 @@ def _image_shape(network, image_shape):
     model_shape = tuple(network.input.shape[1:])
     if image_shape is None:
         if None in model_shape:
-            raise ValueError(
-                f"The model's input shape {model_shape} is not fixed; pass image_shape "
-                "(--image_shape=H,W,C), the size clients will send."
+            raise ArgumentError(
+                "image_shape",
+                f"The model's input shape {model_shape} is not fixed; pass {{arg}}=H,W,C, "
+                "the size clients will send.",
             )
         return model_shape
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or any(
         m is not None and m != d for m, d in zip(model_shape, image_shape)
     ):
-        raise ValueError(
-            f"image_shape {image_shape} does not fit the model's input shape {model_shape}; "
-            "pass the (height, width, channels) the model was trained on."
+        raise ArgumentError(
+            "image_shape",
+            f"{{arg}} {image_shape} does not fit the model's input shape {model_shape}; "
+            "pass the (height, width, channels) the model was trained on.",
         )
     return image_shape
 
@@ -110,9 +111,10 @@ def _image_shape(network, image_shape):
 def _channel_stats(name, values, channels):
     values = tuple(float(v) for v in np.ravel(values))
     if len(values) != channels or (name == "std" and min(values) <= 0):
-        raise ValueError(
-            f"{name} must hold {channels} per-channel values in 0..255 pixel units"
-            f"{' (all > 0)' if name == 'std' else ''}; got {values}."
+        raise ArgumentError(
+            name,
+            f"{{arg}} must hold {channels} per-channel values in 0..255 pixel units"
+            f"{' (all > 0)' if name == 'std' else ''}; got {values}.",
         )
     return values
 
@@ -150,7 +152,7 @@ def export_savedmodels(
     network = as_network(model_or_network)
     layout.check_name(name)
     if version is not None and not (isinstance(version, int) and version >= 1):
-        raise ValueError(f"version must be a positive integer; got {version!r}.")
+        raise ArgumentError("version", f"{{arg}} must be a positive integer; got {version!r}.")
     image_shape = _image_shape(network, image_shape)
     mean = _channel_stats("mean", mean, image_shape[-1])
     std = _channel_stats("std", std, image_shape[-1])
@@ -256,54 +258,18 @@ def load_checkpoint(model_dir, checkpoint=None):
 
     `checkpoint` is "best" or "last"; by default best.keras if present, else
     last.keras. A missing or damaged checkpoint raises an error that says so and
-    names the other one when the directory has it.
+    names the other one when the directory has it (see `run_dir.open_checkpoint`).
     """
-    config_path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(
-            f"{config_path} not found: --model_dir must be a training run's directory "
-            "(with config.json and best.keras or last.keras); for a bare .keras file use --model."
-        )
-    with open(config_path, encoding="utf-8") as file:
-        config = json.load(file)
-    if checkpoint is not None and checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}; got {checkpoint!r}.")
-    present = [c for c in CHECKPOINTS if os.path.isfile(os.path.join(model_dir, f"{c}.keras"))]
-    if not present:
-        raise FileNotFoundError(
-            f"{model_dir} holds no checkpoint (best.keras or last.keras): its run has not "
-            "completed an epoch — train it first (python -m keras_ffl.fit saves both after "
-            "every epoch), or export another run's directory"
-        )
-    checkpoint = checkpoint or present[0]
-    path = os.path.join(model_dir, f"{checkpoint}.keras")
-    others = [c for c in present if c != checkpoint]
-    alternative = (
-        f"export {others[0]}.keras instead with {{arg}}={others[0]}"
-        if others
-        else "restore it from a backup, or train the run again"
-    )
-    if checkpoint not in present:
-        raise ArgumentError("checkpoint", f"{path} does not exist — {alternative}")
+    model, config, name = run_dir.open_checkpoint(model_dir, checkpoint, use="export")
     missing = [key for key in ("mean", "std", "image_shape") if key not in config]
     if missing:
-        raise ValueError(
-            f"{config_path} lacks {missing}; export the checkpoint with --model={path} and "
-            "--dataset or --mean/--std instead."
+        path = os.path.join(model_dir, run_dir.CHECKPOINTS[name])
+        raise ArgumentsError(
+            f"{os.path.join(model_dir, run_dir.CONFIG_FILE)} lacks {missing}; export the "
+            f"checkpoint with {{arg:model}}={path} and {{arg:dataset}} or {{arg:mean}}/{{arg:std}} "
+            "instead."
         )
-    if not zipfile.is_zipfile(path):
-        raise ArgumentError(
-            "checkpoint",
-            f"{path} is damaged: it is not a .keras (zip) archive, as a copy or a write cut "
-            f"short leaves it — {alternative}",
-        )
-    try:
-        return keras.saving.load_model(path, compile=False), config
-    except Exception as err:  # Whatever the cause, this file cannot be exported.
-        reason = " ".join(f"{type(err).__name__}: {err}".split())
-        raise ArgumentError(
-            "checkpoint", f"{path} is damaged or not a keras_ffl model ({reason}) — {alternative}"
-        ) from err
+    return model, config
 
 
 def export_model_dir(

@@ -20,6 +20,8 @@ import shutil
 import tempfile
 
 from keras_ffl import run_dir
+from keras_ffl.arguments import NamesArguments
+from keras_ffl.validation import ArgumentError
 
 CONFIG_FILE = "models.config"
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -32,12 +34,17 @@ JOURNAL_FILE = "install.json"
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+class VersionExistsError(NamesArguments, FileExistsError):
+    """The version an export would write exists; the message names the arguments to change."""
+
+
 def check_name(name):
-    """Raises ValueError unless `name` is usable as a model name, directory and URL part."""
+    """Raises ArgumentError unless `name` is usable as a model name, directory and URL part."""
     if not _NAME_PATTERN.fullmatch(name or ""):
-        raise ValueError(
+        raise ArgumentError(
+            "name",
             f"Invalid export name {name!r}: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit (e.g. --name=cifar100_resnet32)."
+            "starting with a letter or digit (e.g. {arg}=cifar100_resnet32).",
         )
     return name
 
@@ -65,16 +72,18 @@ def next_version(export_dir, model_names):
 
 
 def check_free(export_dir, model_names, version, overwrite):
-    """Raises FileExistsError if `version` of any model exists and `overwrite` is off."""
+    """Raises VersionExistsError (a FileExistsError) if `version` of any model exists and
+    `overwrite` is off."""
     taken = [
         os.path.join(export_dir, name, str(version))
         for name in model_names
         if os.path.exists(os.path.join(export_dir, name, str(version)))
     ]
     if taken and not overwrite:
-        raise FileExistsError(
+        raise VersionExistsError(
             f"Version {version} already exists: {', '.join(taken)}. Nothing was written. "
-            "Omit --version to export as the next version, or pass --overwrite to replace it."
+            "Omit {arg:version} to export as the next version, or pass {arg:overwrite} to "
+            "replace it."
         )
 
 
@@ -91,6 +100,7 @@ def exclusive(export_dir):
     """
     os.makedirs(export_dir, exist_ok=True)
     with run_dir.lock(export_dir, LOCK_FILE):
+        run_dir.remove_temp_files(export_dir)  # Of models.config writes cut short.
         yield recover(export_dir)
 
 
@@ -172,18 +182,10 @@ def _finish(export_dir, stage):
         os.replace(staged, destination)
         parents.add(os.path.dirname(destination))
     for parent in parents:  # The renames survive a power cut before the journal goes.
-        _fsync_directory(parent)
+        run_dir.fsync_directory(parent)
     write_models_config(export_dir)
     os.remove(journal_path)
     return journal["version"]
-
-
-def _fsync_directory(path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def served_models(export_dir):
@@ -216,13 +218,10 @@ def write_models_config(export_dir):
     """Rewrites `export_dir`/models.config atomically for every model found there."""
     path = os.path.join(export_dir, CONFIG_FILE)
     text = models_config_text(export_dir, served_models(export_dir))
-    descriptor, staged = tempfile.mkstemp(prefix=f".{CONFIG_FILE}.", dir=export_dir)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+
+    def write(temp):
+        with open(temp, "w", encoding="utf-8") as file:
             file.write(text)
-        os.chmod(staged, 0o644)  # mkstemp's 0600 would hide it from a server run as another user.
-        os.replace(staged, path)
-    except BaseException:
-        os.remove(staged)
-        raise
+
+    run_dir.replace_atomically(path, write)
     return path

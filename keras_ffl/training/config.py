@@ -1,0 +1,202 @@
+"""A run's configuration: the recipe's values resolved for a method and a dataset, and checked.
+
+`RunConfig` is what a run directory's config.json holds. Errors name the
+Python arguments of `resolve_config` (see `keras_ffl.arguments`); the command
+line names its flags instead.
+"""
+
+import dataclasses
+import json
+
+from keras_ffl import data, data_checks, methods, recipes, validation
+from keras_ffl.arguments import ArgumentsError
+from keras_ffl.models import get_architecture
+from keras_ffl.run_dir import RunError
+from keras_ffl.validation import ArgumentError
+
+#: Keys of config.json that may change when a run resumes: the epoch count may
+#: grow, and the recipe's name only says where the values came from.
+RESUMABLE_CHANGES = ("epochs", "recipe")
+#: `--mixed_precision` values and the Keras dtype policies they select.
+DTYPE_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig(recipes.Recipe):
+    """Everything that defines a run: the method and its options, the recipe's values
+    resolved, the data, the seed.
+
+    It is what config.json holds, so it also carries the dataset facts that an
+    exporter needs (classes, input shape, normalisation).
+    """
+
+    method: str
+    method_options: dict
+    dataset: str
+    recipe: str
+    seed: int
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_json(self):
+        """The configuration as JSON-compatible values (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @property
+    def method_class(self):
+        """The `MultiHeadModel` subclass of the run's method."""
+        return methods.get_method(self.method)
+
+    @property
+    def best_metric(self):
+        """The history column that selects best.keras: the primary head's test accuracy."""
+        return f"val_{self.method_class.primary_head}_acc"
+
+
+def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None, **overrides):
+    """Returns the `RunConfig` of a run of `method` on `dataset`.
+
+    Values come from `recipe` (default: the dataset's recipe kind) and the
+    method's option defaults, with `overrides` (any `recipes.Recipe` field or
+    option of the method, e.g. the flags given on the command line) taking
+    precedence. `arch` may be one name (case 1) or several (case 2, where
+    `branches` is their number). `steps_per_epoch` defaults to one pass over the
+    training split in full batches.
+    """
+    method_class = methods.get_method(method)
+    data_checks.check_dataset(dataset, data_dir)
+    spec = data.get_spec(dataset, data_dir)
+    recipe_name = recipe or spec.recipe
+    fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
+    option_names = {o.name for o in method_class.options}
+    unknown = sorted(set(overrides) - fields - option_names)
+    if unknown:
+        raise ArgumentsError(_unknown_settings_message(method, unknown, fields, option_names))
+    options = {
+        k: v for k, v in recipes.OPTION_DEFAULTS.get(recipe_name, {}).items() if k in option_names
+    }
+    options.update((k, v) for k, v in overrides.items() if k in option_names)
+    overrides = {k: v for k, v in overrides.items() if k in fields}
+    values = dataclasses.asdict(dataclasses.replace(recipes.get_recipe(recipe_name), **overrides))
+
+    names = values["arch"].split(",") if isinstance(values["arch"], str) else values["arch"]
+    # Canonical names, so that "ResNet-32" and "resnet32" make the same run.
+    values["arch"] = tuple(get_architecture(name).name for name in names)
+    values["branches"] = _resolve_branches(method_class, values, overrides)
+    if overrides.get("shared_stages") is not None and (
+        len(values["arch"]) > 1 or not method_class.shares_trunk
+    ):
+        raise ArgumentsError(
+            "{arg:shared_stages} applies to one architecture with branches on a shared trunk "
+            f"(case 1 of {', '.join(_trunk_sharing_methods())}); sub-networks of several "
+            f"architectures, and those of {{arg:method}}={method}, share nothing. Leave it out."
+        )
+    if values["mixed_precision"] not in DTYPE_POLICIES:
+        raise ArgumentError(
+            "mixed_precision",
+            f"{{arg}} must be one of {sorted(DTYPE_POLICIES)}; got {values['mixed_precision']!r}.",
+        )
+    values["lr_milestones"] = tuple(sorted(int(m) for m in values["lr_milestones"]))
+    if values["steps_per_epoch"] is None:
+        examples = data.num_examples(spec, "train", data_dir)
+        values["steps_per_epoch"] = examples // values["batch_size"]
+        if not values["steps_per_epoch"]:
+            raise ArgumentError(
+                "batch_size",
+                f"{spec.name}'s training split has {examples} examples, fewer than one "
+                f"batch of {{arg}}={values['batch_size']}; lower {{arg}}.",
+            )
+    network_options, model_options = method_class.split_options(options)
+    validation.check_hyperparameters({**values, **network_options, **model_options})
+    return RunConfig(
+        **values,
+        method=method,
+        method_options={**network_options, **model_options},
+        dataset=spec.name,
+        recipe=recipe_name,
+        seed=int(seed),
+        num_classes=spec.num_classes,
+        image_shape=tuple(int(d) for d in spec.image_shape),
+        mean=tuple(float(m) for m in spec.mean),
+        std=tuple(float(s) for s in spec.std),
+    )
+
+
+def _resolve_branches(method_class, values, overrides):
+    """The number of sub-networks: the architectures' count in case 2, the method's
+    fixed number if it has one, else `branches`."""
+    count = len(values["arch"])
+    given = overrides.get("branches")
+    fixed = method_class.fixed_subnetworks
+    if count > 1:
+        if given is not None and given != count:
+            raise ArgumentsError(
+                f"{{arg:branches}}={given} contradicts the {count} architectures of "
+                f"{{arg:arch}}={','.join(values['arch'])}; with several architectures (case 2) "
+                "leave {arg:branches} out."
+            )
+        if fixed is not None and fixed != count:
+            raise ArgumentsError(
+                f"{{arg:method}}={method_class.method_name} trains {fixed} sub-network(s); "
+                f"{{arg:arch}}={','.join(values['arch'])} names {count}. "
+                f"Give {fixed} architecture(s)."
+            )
+        return count
+    if fixed is not None:
+        if given is not None and given != fixed:
+            raise ArgumentsError(
+                f"{{arg:method}}={method_class.method_name} trains {fixed} sub-network(s); "
+                f"leave {{arg:branches}} out (got {{arg:branches}}={given})."
+            )
+        return fixed
+    return values["branches"]
+
+
+def _trunk_sharing_methods():
+    return [m for m in methods.method_names() if methods.get_method(m).shares_trunk]
+
+
+def _unknown_settings_message(method, unknown, fields, option_names):
+    owners = {
+        name: [m for m in methods.method_names()
+               if name in {o.name for o in methods.get_method(m).options}]
+        for name in unknown
+    }
+    other = [f"{n} (an option of {{arg:method}}={'/'.join(o)})" for n, o in owners.items() if o]
+    unknown = [n for n, o in owners.items() if not o]
+    parts = []
+    if other:
+        parts.append(
+            f"{{arg:method}}={method} does not take {', '.join(other)}; its options: "
+            f"{', '.join(sorted(option_names)) or 'none'}."
+        )
+    if unknown:
+        parts.append(f"Unknown settings {unknown}; recipe fields: {sorted(fields)}.")
+    return " ".join(parts)
+
+
+def check_same_run(saved, config, model_dir):
+    """Raises a RunError naming the keys (method options by name) in which `saved`
+    (a config.json's dict) and `config` differ."""
+    saved, current = _flat_config(saved), _flat_config(config.to_json())
+    keys = sorted((saved.keys() | current.keys()) - set(RESUMABLE_CHANGES))
+    differences = [
+        f"{key}: {saved.get(key)!r} in the directory, {current.get(key)!r} now"
+        for key in keys
+        if saved.get(key) != current.get(key)
+    ]
+    if differences:
+        raise RunError(
+            f"{model_dir} holds a run with a different configuration, so it cannot be "
+            f"resumed with these settings ({'; '.join(differences)}) — rerun with the "
+            "directory's settings to resume it, or choose a new {arg:model_dir}"
+        )
+
+
+def _flat_config(config):
+    """config.json's values with the method's options at the top level."""
+    flat = {k: v for k, v in config.items() if k != "method_options"}
+    flat.update(config.get("method_options") or {})
+    return flat
