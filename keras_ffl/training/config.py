@@ -8,7 +8,7 @@ line names its flags instead.
 import dataclasses
 import json
 
-from keras_ffl import data, data_checks, methods, recipes, validation
+from keras_ffl import data, methods, recipes, validation
 from keras_ffl.arguments import ArgumentsError
 from keras_ffl.models import get_architecture
 from keras_ffl.run_dir import RunError
@@ -66,7 +66,7 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
     training split in full batches.
     """
     method_class = methods.get_method(method)
-    data_checks.check_dataset(dataset, data_dir)
+    data.check_dataset(dataset, data_dir)
     spec = data.get_spec(dataset, data_dir)
     recipe_name = recipe or spec.recipe
     fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
