@@ -56,11 +56,21 @@ def _register_keras_objects():
         importlib.import_module(module)
 
 
-class _RegisterOnKerasImport(importlib.abc.MetaPathFinder):
-    """Runs `_register_keras_objects` right after the `keras` package is first imported."""
+class _RegisterAfterKerasImport(importlib.abc.MetaPathFinder):
+    """Runs `_register_keras_objects` once Keras is imported and no keras_ffl module is
+    part-way through its own import.
+
+    Registering imports keras_ffl's modules; doing so while one of them is still
+    executing (it imported Keras first) would import it again half-made, so the
+    registration waits for the outermost keras_ffl import to finish.
+    """
+
+    def __init__(self):
+        self.importing = 0
 
     def find_spec(self, name, path, target=None):
-        if name != "keras":
+        own = name.startswith("keras_ffl.")
+        if name != "keras" and not own:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -68,19 +78,33 @@ class _RegisterOnKerasImport(importlib.abc.MetaPathFinder):
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
-            exec_module(module)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            _register_keras_objects()
+            self.importing += own
+            try:
+                exec_module(module)
+            finally:
+                self.importing -= own
+            self.register_when_ready(keras_imported=not own)
 
         spec.loader.exec_module = exec_then_register
         return spec
+
+    def register_when_ready(self, keras_imported):
+        """Registers unless a keras_ffl import is under way or Keras is not (fully) imported;
+        `keras_imported` says Keras itself has just finished executing."""
+        keras = sys.modules.get("keras")
+        if self.importing or keras is None:
+            return
+        if not keras_imported and getattr(keras.__spec__, "_initializing", False):
+            return
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+            _register_keras_objects()
 
 
 if "keras" in sys.modules:
     _register_keras_objects()
 else:
-    sys.meta_path.insert(0, _RegisterOnKerasImport())
+    sys.meta_path.insert(0, _RegisterAfterKerasImport())
 
 
 def __getattr__(name):
