@@ -93,7 +93,8 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
     recipe_name = recipe or spec.recipe
     fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
     option_names = {o.name for o in method_class.options}
-    unknown = sorted(set(overrides) - fields - option_names)
+    given = set(overrides)
+    unknown = sorted(given - fields - option_names)
     if unknown:
         raise ValueError(_unknown_settings_message(method, unknown, fields, option_names))
     options = {
@@ -130,7 +131,8 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
                 f"batch of --batch_size={values['batch_size']}; lower --batch_size."
             )
     network_options, model_options = method_class.split_options(options)
-    validation.check_hyperparameters({**values, **network_options, **model_options})
+    validation.check_hyperparameters(values)
+    values = method_class.adapt_recipe(values, {**network_options, **model_options}, given)
     return RunConfig(
         **values,
         method=method,
@@ -164,14 +166,12 @@ def _resolve_branches(method_class, values, overrides):
                 f"--arch={','.join(values['arch'])} names {count}. Give {fixed} architecture(s)."
             )
         return count
-    if fixed is not None:
-        if given is not None and given != fixed:
-            raise ValueError(
-                f"--method={method_class.method_name} trains {fixed} sub-network(s); "
-                f"leave --branches out (got --branches={given})."
-            )
-        return fixed
-    return values["branches"]
+    if fixed is not None and given is not None and given != fixed:
+        raise ValueError(
+            f"--method={method_class.method_name} trains {fixed} sub-network(s); "
+            f"leave --branches out (got --branches={given})."
+        )
+    return method_class.resolve_subnetworks(values["branches"])
 
 
 def _trunk_sharing_methods():
