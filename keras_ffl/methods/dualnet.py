@@ -237,8 +237,7 @@ class DualNetModel(MultiHeadModel):
             return values
         values = dict(values)
         if "lr_milestones" in given:
-            inside = [m for m in values["lr_milestones"] if 0 < m < iterative]
-            if any(m < values["epochs"] for m in inside):
+            if any(0 < m < min(iterative, values["epochs"]) for m in values["lr_milestones"]):
                 milestones = ",".join(map(str, values["lr_milestones"]))
                 raise ArgumentError(
                     "lr_milestones",
