@@ -1,14 +1,12 @@
-"""Errors whose message names several Python arguments, and a command's view of them (flags).
+"""Errors whose message names Python arguments, and a command's view of them (flags).
 
-`validation.ArgumentError` names the one argument it refuses as "{arg}". A
-message that names other arguments (in its fix, say: "choose a new
-{arg:model_dir}") writes each as "{arg:<name>}": `str()` shows "<name>", and
-`with_flag` — what the command line prints — "--<name>", the flag of the same name.
+A message that names arguments (in its fix, say: "choose a new {arg:model_dir}")
+writes each as "{arg:<name>}": `str()` shows "<name>", and `with_flag` — what
+the command line prints — "--<name>", the flag of the same name.
+`validation.ArgumentError` is the one for a single refused argument.
 """
 
 import re
-
-from keras_ffl.validation import ArgumentError
 
 _NAMED = re.compile(r"\{arg:(\w+)\}")
 
@@ -36,6 +34,6 @@ class ArgumentsError(NamesArguments, ValueError):
 
 def flag_message(error):
     """`error`'s message as a command prints it: its arguments named as flags."""
-    if isinstance(error, (ArgumentError, NamesArguments)):
+    if isinstance(error, NamesArguments):
         return error.with_flag()
     return str(error)

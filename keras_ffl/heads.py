@@ -1,15 +1,13 @@
-"""Head names, and the classifier every head ends in, defined once for every method.
+"""Head names shared by the methods, and the names of their layers, defined once.
 
 A method's network maps images to a dict of logits, one entry per head:
-sub-networks are "sub1".."subn"; a method may add one combined head (FFL's and
-DualNet's "fused" classifier, ONE's "gated" teacher, the "ensemble" of the
-2-net and DML peers, DualNet's "avg"). A head with its own feature map has a
-layer "<head>_features"; every head's logits come out of a layer "<head>_logits".
+sub-networks are "sub1".."subn"; a method may add combined heads (FFL's and
+DualNet's "fused" classifier, the "ensemble" of the 2-net and DML peers; a
+head only one method has is named in that method's module, e.g. ONE's "gated").
+A head with its own feature map has a layer "<head>_features"; every head's
+logits come out of a layer "<head>_logits" (`keras_ffl.models.layers.classifier`).
+Plain names only: reading a run's results needs no TensorFlow.
 """
-
-import keras
-
-from keras_ffl.models.layers import torch_linear_initializers
 
 #: Prefix of the sub-networks' heads: "sub1".."subn".
 SUB_PREFIX = "sub"
@@ -17,10 +15,6 @@ SUB_PREFIX = "sub"
 FUSED = "fused"
 #: The mean of the sub-networks' logits.
 ENSEMBLE = "ensemble"
-#: ONE's teacher: the gate-weighted sum of the branches' logits (ONE-E).
-GATED = "gated"
-#: DualNet's reported classifier Z_avg = 0.3 z_1 + 0.3 z_2 + z_f.
-DUALNET_AVG = "avg"
 #: Not a head but a metric: the mean of the sub-networks' accuracies (the paper's "-S").
 SUB_MEAN = "sub_mean"
 #: Name of every network's input.
@@ -57,29 +51,10 @@ def logits_layer(head):
 
 def network_heads(network):
     """The head names of a method's network (the keys of its dict of outputs)."""
-    outputs = network.output if isinstance(network, keras.Model) else None
+    outputs = getattr(network, "output", None)  # None for anything but a built model.
     if not isinstance(outputs, dict):
         raise ValueError(
             f"Expected a keras_ffl network (a functional model with a dict of logits per "
             f"head); got {type(network).__name__}."
         )
     return list(outputs)
-
-
-def classifier(features, num_classes, head, zero_bias=False):
-    """Global average pooling + Dense logits for `head`, initialised as PyTorch's nn.Linear.
-
-    The layers are "<head>_pool" and "<head>_logits" ("pool" and "logits" when
-    `head` is empty, as in a standalone sub-network). Logits are float32 under
-    mixed precision, for a stable softmax and KL.
-    """
-    prefix = f"{head}_" if head else ""
-    x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(features)
-    kernel_init, bias_init = torch_linear_initializers(features.shape[-1], zero_bias)
-    return keras.layers.Dense(
-        num_classes,
-        kernel_initializer=kernel_init,
-        bias_initializer=bias_init,
-        dtype="float32",
-        name=f"{prefix}logits",
-    )(x)

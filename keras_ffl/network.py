@@ -9,8 +9,9 @@ import typing
 
 import keras
 
-from keras_ffl.heads import INPUT_NAME, classifier, features_layer, sub_name
+from keras_ffl.heads import INPUT_NAME, features_layer, sub_name
 from keras_ffl.models import Architecture, get_architecture
+from keras_ffl.models.layers import classifier
 
 
 def _as_architecture(arch, sync_bn):

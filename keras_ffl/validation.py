@@ -2,60 +2,70 @@
 
 A refused value raises `ArgumentError`, whose message names the Python argument
 ("learning_rate=nan is not ..."); a command shows the same message with its flag
-("--learning_rate=nan is not ...") through `ArgumentError.with_flag`.
+("--learning_rate=nan is not ...") through `ArgumentError.with_flag`. The checks
+of a recipe's values live here; a method's options carry their own (see
+`keras_ffl.methods.Option`), built from `positive`, `non_negative` and `epochs`.
 """
 
 import math
 
-#: Recipe fields and method options that must be finite numbers above (strictly)
-#: or at least zero.
-POSITIVE = ("learning_rate", "lr_factor", "temperature")
-NON_NEGATIVE = ("weight_decay", "fusion_weight_decay", "aux_weight")
-#: Whole numbers of epochs, and their least value.
-EPOCH_COUNTS = {"rampup_epochs": 0, "iterative_epochs": 0, "alternate_epochs": 1}
+from keras_ffl.arguments import NamesArguments
+
+#: Recipe fields that must be finite numbers above (strictly) or at least zero.
+POSITIVE = ("learning_rate", "lr_factor")
+NON_NEGATIVE = ("weight_decay", "fusion_weight_decay")
+#: Recipe fields that are whole numbers of epochs, and their least value.
+EPOCH_COUNTS = {"rampup_epochs": 0}
 #: Counts of at least one (None allowed: a default applies).
 AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "steps_per_epoch", "validation_steps")
 
 
-class ArgumentError(ValueError):
+class ArgumentError(NamesArguments, ValueError):
     """A refused argument value; the message says "<what> — <how to fix it>".
 
     `argument` is the Python argument's name. The message template writes it as
-    "{arg}", which `str()` fills with the argument's name and `with_flag` with
-    the command-line flag of the same name.
+    "{arg}" and any other argument it names as "{arg:<name>}": `str()` shows the
+    arguments' names, `with_flag` the command-line flags of the same names.
     """
 
     def __init__(self, argument, template):
         self.argument = argument
-        self.template = template
-        super().__init__(template.replace("{arg}", argument))
+        super().__init__(template.replace("{arg}", f"{{arg:{argument}}}"))
 
-    def with_flag(self):
-        """The message naming the flag `--<argument>` instead of the argument."""
-        return self.template.replace("{arg}", f"--{self.argument}")
+
+def positive(name, value):
+    """Refuses `value` of argument `name` unless it is a finite number > 0."""
+    _check_number(name, value, "a finite number > 0", lambda v: v > 0)
+
+
+def non_negative(name, value):
+    """Refuses `value` of argument `name` unless it is a finite number >= 0."""
+    _check_number(name, value, "a finite number >= 0", lambda v: v >= 0)
+
+
+def epochs(minimum):
+    """A check refusing anything but a whole number of epochs >= `minimum`."""
+
+    def check(name, value):
+        _check_count(name, value, minimum, "a number of epochs")
+
+    return check
 
 
 def check_hyperparameters(values):
-    """Raises ArgumentError for the first value in `values` that cannot train.
+    """Raises ArgumentError for the first value of a run's recipe (`values`) that cannot train.
 
-    `values` holds a run's recipe fields and its method's options (a method
-    without a temperature has none). Learning rates, factors and temperatures
-    must be finite and > 0, weight decays and loss weights finite and >= 0,
-    the ramp-up and the other numbers of epochs whole and >= 0 (DualNet's
-    alternation >= 1), the milestones epochs >= 0: a NaN, an infinity or a sign
-    error would otherwise train silently into a useless model or be stored in
-    the run's config.json.
+    Learning rates and factors must be finite and > 0, weight decays finite and
+    >= 0, the ramp-up a whole number of epochs >= 0, the milestones epochs >= 0:
+    a NaN, an infinity or a sign error would otherwise train silently into a
+    useless model or be stored in the run's config.json.
     """
-    for names, requirement, accept in (
-        (POSITIVE, "a finite number > 0", lambda v: v > 0),
-        (NON_NEGATIVE, "a finite number >= 0", lambda v: v >= 0),
-    ):
-        for name in names:
-            if name in values:
-                _check_number(name, values[name], requirement, accept)
+    for name in POSITIVE:
+        positive(name, values[name])
+    for name in NON_NEGATIVE:
+        non_negative(name, values[name])
     for name, minimum in EPOCH_COUNTS.items():
-        if name in values:
-            _check_count(name, values[name], minimum, "a number of epochs")
+        epochs(minimum)(name, values[name])
     for milestone in values["lr_milestones"]:
         _check_count("lr_milestones", milestone, 0, "epochs such as 150,225")
     for name in AT_LEAST_ONE:

@@ -2,10 +2,10 @@
 
 Each method's test file declares `class TestX(MethodTests): method = "x"` and adds
 the tests of its own loss; the harness checks what every method must do: build
-the heads it declares, log every head's metrics, train under `model.fit`, learn a
-learnable toy problem, survive a `.keras` round trip, train identically on two
-MirroredStrategy replicas and on one device, export every head, and run as a
-`keras_ffl.fit` run.
+the heads it declares, take its own defaults, log every head's metrics, train
+under `model.fit` (also in mixed float16 and bfloat16), learn a learnable toy
+problem, survive a `.keras` round trip, train identically on two MirroredStrategy
+replicas and on one device, export every head, and run as a `keras_ffl.fit` run.
 """
 
 import json
@@ -16,6 +16,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_ffl import get_method, training
 from keras_ffl.export import export_savedmodels, serving
@@ -102,9 +103,15 @@ def assert_two_replicas_match_one_device(method, variants):
         assert values["iterations"] == 2, (kwargs, values)  # 16 examples, global batch 8
 
 
+def dtype(tensor):
+    """A tensor's dtype as Keras names it, e.g. "float32"."""
+    return keras.backend.standardize_dtype(tensor.dtype)
+
+
 class MethodTests:
     """What every method must do. Subclasses set `method` and may set `options`,
-    `branches` (default: the method's fixed number, else 2) and `arch`."""
+    `branches` (default: the method's, see `MultiHeadModel.resolve_subnetworks`)
+    and `arch`."""
 
     method: str
     options: dict = {}
@@ -119,7 +126,7 @@ class MethodTests:
 
     @property
     def num_subnetworks(self):
-        return self.branches or self.method_class.fixed_subnetworks or 2
+        return self.method_class.resolve_subnetworks(self.branches)
 
     def make_model(self, learning_rate=0.05, **overrides):
         kwargs = {"branches": self.num_subnetworks, "rampup_epochs": 2, **self.options}
@@ -135,6 +142,38 @@ class MethodTests:
         logits = model(np.zeros((2, *IMAGE_SHAPE), "float32"))
         for head in model.heads:
             assert tuple(logits[head].shape) == (2, NUM_CLASSES), head
+
+    def test_create_takes_the_methods_defaults(self):
+        model = self.method_class.create(self.arch, NUM_CLASSES, IMAGE_SHAPE)
+        assert model.num_subnetworks == self.method_class.resolve_subnetworks()
+        assert model.rampup_epochs == self.method_class.default_rampup_epochs
+        config = model.get_config()
+        for option in self.method_class.options:
+            if not option.network:
+                assert config[option.name] == option.default, option.name
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+    def test_mixed_precision_trains_with_float32_variables_logits_and_losses(self, policy):
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            model = self.make_model()
+        finally:
+            keras.config.set_dtype_policy(previous)
+        x, y = learnable_data(32)
+        logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history  # 2 steps
+        assert all(np.isfinite(v[0]) for v in logs.values()), logs
+        # Weights and BatchNorm statistics stay float32; layers compute in the policy's
+        # half type, and every head's logits come out in float32 for a stable softmax.
+        assert {v.dtype for v in model.network.variables} == {"float32"}
+        compute = keras.DTypePolicy(policy).compute_dtype
+        first = model.network.get_layer(f"{model.sub_heads[0]}_features").output
+        assert first.dtype == compute
+        logits = model.network(x[:4], training=False)
+        assert {h: dtype(logits[h]) for h in model.heads} == {h: "float32" for h in model.heads}
+        terms = model.loss_terms(y[:4], {h: ops.cast(z, compute) for h, z in logits.items()})
+        assert {dtype(t) for t in terms.values()} == {"float32"}
 
     @pytest.fixture(scope="class")
     def trained(self):
@@ -199,9 +238,10 @@ class MethodTests:
 
     @pytest.mark.slow
     def test_two_replicas_match_one_device(self):
+        # rampup_epochs 0: w = 1, so the distillation terms count fully.
         assert_two_replicas_match_one_device(
             self.method,
-            [{"branches": self.num_subnetworks, **self.options, **variant}
+            [{"branches": self.num_subnetworks, "rampup_epochs": 0, **self.options, **variant}
              for variant in self.mirrored_variants],
         )
 

@@ -129,9 +129,7 @@ def test_grad_cam_of_a_standalone_subnetwork_matches_the_formula():
 @pytest.mark.parametrize("method", methods.method_names())
 def test_grad_cam_explains_every_head_with_a_feature_map_of_every_method(method):
     method_class = get_method(method)
-    model = method_class.create(
-        "resnet8", 3, (12, 10, 1), branches=method_class.fixed_subnetworks or 2
-    )
+    model = method_class.create("resnet8", 3, (12, 10, 1))
     images = np.random.default_rng(5).normal(size=(2, 12, 10, 1)).astype(np.float32)
     explained = cam_heads(model)
     assert set(model.sub_heads) <= set(explained)

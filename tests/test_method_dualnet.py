@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from method_harness import IMAGE_SHAPE, NUM_CLASSES, MethodTests, learnable_data
 
-from keras_ffl import build_subnetwork, get_method
+from keras_ffl import build_subnetwork, get_method, training
 from keras_ffl.methods.dualnet import JOINT, dualnet_loss_terms
+from keras_ffl.validation import ArgumentError
 
 
 def _values(variables):
@@ -124,3 +125,44 @@ class TestDualNet(MethodTests):
         network = get_method("dualnet").build_network("resnet32", 100, (32, 32, 3))
         two_net = get_method("ensemble").build_network("resnet32", 100, (32, 32, 3))
         assert network.count_params() == two_net.count_params() + 64 * 100 + 100 == 956_940
+
+
+def _schedule(**overrides):
+    config = training.resolve_config(
+        "fashion_mnist", method="dualnet", steps_per_epoch=1, **overrides
+    )
+    return config.epochs, config.lr_milestones, config.method_options["iterative_epochs"]
+
+
+def test_the_schedule_drops_the_learning_rate_once_when_joint_training_starts():
+    # Table VII: 307 epochs, lr 0.1 -> 0.01 at 256, where the iterative stage ends (App. A).
+    assert _schedule(recipe="cifar") == (307, (256,), 256)
+    assert _schedule(recipe="cifar", iterative_epochs=100) == (120, (100,), 100)
+    assert _schedule() == (6, (5,), 5)  # the small recipe: Table VII scaled to 6 epochs
+    # What the user gives is kept.
+    assert _schedule(recipe="cifar", epochs=10) == (10, (256,), 256)
+    assert _schedule(epochs=8, lr_milestones=(4, 6), iterative_epochs=4) == (8, (4, 6), 4)
+    assert _schedule(iterative_epochs=0) == (6, (3, 5), 0)  # joint training only
+
+
+def test_a_learning_rate_drop_inside_the_iterative_stage_is_refused():
+    with pytest.raises(ArgumentError, match="inside DualNet's iterative stage") as error:
+        _schedule(recipe="cifar", lr_milestones=(150, 225))
+    assert error.value.with_flag().startswith("--lr_milestones=150,225 drops")
+    assert "--iterative_epochs=256" in error.value.with_flag()
+
+
+def test_a_run_started_under_another_adapted_schedule_resumes_with_its_own(tmp_path):
+    config = training.resolve_config(
+        "fashion_mnist", method="dualnet", recipe="cifar", steps_per_epoch=1
+    )
+    saved = {**config.to_json(), "epochs": 300, "lr_milestones": [150, 225]}
+    resumed = training.check_same_run(saved, config, str(tmp_path))
+    assert (resumed.epochs, resumed.lr_milestones) == (300, (150, 225))
+    # A schedule the user gives is theirs: a different one in the directory is refused.
+    given = training.resolve_config(
+        "fashion_mnist", method="dualnet", recipe="cifar", steps_per_epoch=1,
+        lr_milestones=(256,),
+    )
+    with pytest.raises(training.RunError, match="lr_milestones: \\[150, 225\\] in the directory"):
+        training.check_same_run(saved, given, str(tmp_path))

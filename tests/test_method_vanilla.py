@@ -25,5 +25,6 @@ class TestVanilla(MethodTests):
 def test_vanilla_refuses_several_networks():
     with pytest.raises(ValueError, match="ensemble method"):
         get_method("vanilla").create("resnet8", 4, IMAGE_SHAPE, branches=2)
-    with pytest.raises(ValueError, match="--method=vanilla trains 1 sub-network"):
+    with pytest.raises(ValueError, match="method=vanilla trains 1 sub-network") as error:
         training.resolve_config("fashion_mnist", method="vanilla", branches=2, steps_per_epoch=1)
+    assert error.value.with_flag().startswith("--method=vanilla trains 1 sub-network")

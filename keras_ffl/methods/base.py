@@ -22,6 +22,7 @@ from keras_ffl.heads import ENSEMBLE, SUB_MEAN, network_heads, sub_heads, sub_na
 from keras_ffl.losses import cross_entropy
 from keras_ffl.optimizer import paper_sgd
 from keras_ffl.schedules import sigmoid_rampup
+from keras_ffl.validation import ArgumentError
 
 _METHODS = {}
 
@@ -30,8 +31,10 @@ _METHODS = {}
 class Option:
     """One option of a method: a keyword argument of its model or network builder.
 
-    The training command offers it as the flag `--<name>`. `parse` turns the
-    flag's text (or a config value) into the value; `network` options are
+    The training command offers it as the flag `--<name>`. The option alone says
+    what a value may be: `parse` turns the flag's text (or a config value) into
+    the value, which must be one of `choices` if given and pass `check(name,
+    value)` (e.g. `keras_ffl.validation.positive`); `network` options are
     arguments of `build_network`, the others of the model's constructor.
     """
 
@@ -40,15 +43,24 @@ class Option:
     help: str
     choices: tuple | None = None
     parse: Callable | None = None
+    check: Callable | None = None
     network: bool = False
 
     def value(self, raw):
-        """`raw` parsed and checked; raises ValueError naming the argument."""
-        value = self.parse(raw) if self.parse else raw
+        """`raw` parsed and checked; raises `ArgumentError` naming the option."""
+        try:
+            value = self.parse(raw) if self.parse else raw
+        except (TypeError, ValueError):
+            raise ArgumentError(
+                self.name, f"{{arg}}={raw!r} cannot be read — pass a value such as {self.default}"
+            ) from None
         if self.choices is not None and value not in self.choices:
-            raise ValueError(
-                f"{self.name} must be one of {', '.join(map(str, self.choices))}; got {raw!r}."
+            raise ArgumentError(
+                self.name,
+                f"{{arg}} must be one of {', '.join(map(str, self.choices))}; got {raw!r}.",
             )
+        if self.check is not None:
+            self.check(self.name, value)
         return value
 
 
@@ -94,8 +106,9 @@ class MultiHeadModel(keras.Model):
       network: a functional model mapping images to a dict of logits per head,
         as the method's `build_network` makes it.
       rampup_epochs: R of the distillation weight w = exp(-5 (1 - e/R)^2); 0: w = 1.
+        Default: the method's `default_rampup_epochs`.
       top5: also track top-5 accuracy.
-      **options: the method's options (see `options`).
+      **options: the method's options (see `options`); one left out takes its default.
     """
 
     #: Name in the registry and of `--method`.
@@ -116,8 +129,10 @@ class MultiHeadModel(keras.Model):
     logged_terms: ClassVar[tuple[str, ...]] = ()
     #: Layers whose variables get the recipe's second, lower weight decay.
     low_decay_layers: ClassVar[tuple[str, ...]] = ()
+    #: R of the distillation weight's ramp-up when none is given (0: w = 1 throughout).
+    default_rampup_epochs: ClassVar[int] = 0
 
-    def __init__(self, network, rampup_epochs=0, top5=False, name=None, **options):
+    def __init__(self, network, rampup_epochs=None, top5=False, name=None, **options):
         super().__init__(name=name or self.method_name, **self._keras_kwargs(options))
         self.network = network
         self.heads = network_heads(network)
@@ -127,6 +142,8 @@ class MultiHeadModel(keras.Model):
         for option in self.options:
             if not option.network:
                 setattr(self, option.name, option.value(options.get(option.name, option.default)))
+        if rampup_epochs is None:
+            rampup_epochs = self.default_rampup_epochs
         if rampup_epochs < 0:
             raise ValueError(f"rampup_epochs must be >= 0; got {rampup_epochs}.")
         self.rampup_epochs = int(rampup_epochs)
@@ -155,7 +172,7 @@ class MultiHeadModel(keras.Model):
         return {k: v for k, v in options.items() if k not in names}
 
     def _check_heads(self):
-        expected = self.heads_of(self.fixed_subnetworks or max(self.num_subnetworks, 2))
+        expected = self.heads_of(self.resolve_subnetworks(max(self.num_subnetworks, 2)))
         if sorted(self.heads) != sorted(expected):
             raise ValueError(
                 f"{type(self).__name__} needs a network with the heads {expected} (as its "
@@ -197,17 +214,43 @@ class MultiHeadModel(keras.Model):
         return network, model
 
     @classmethod
+    def resolve_subnetworks(cls, branches=None):
+        """The number of sub-networks the method trains: its `fixed_subnetworks` if it
+        has a fixed number, else `branches`, else 2 (the paper's)."""
+        if cls.fixed_subnetworks is not None:
+            return cls.fixed_subnetworks
+        return 2 if branches is None else branches
+
+    @classmethod
+    def adapt_recipe(cls, values, options, given):
+        """The recipe's `values` adjusted to the method's `options`; `given` names the
+        settings the user chose. The default keeps them: a method whose schedule
+        depends on its options adapts the values the user left to the recipe, and
+        raises `ArgumentError` for a given value that contradicts them."""
+        return values
+
+    @classmethod
     def create(
-        cls, architectures, num_classes, input_shape, *, branches=2, shared_stages=None,
-        sync_bn=False, rampup_epochs=0, top5=False, **options,
+        cls, architectures, num_classes, input_shape, *, branches=None, shared_stages=None,
+        sync_bn=False, **kwargs,
     ):
-        """Builds the method's network and wraps it in the method's model."""
-        network_options, model_options = cls.split_options(options)
+        """Builds the method's network and wraps it in the method's model.
+
+        `kwargs` are the method's options and the model's own arguments
+        (`rampup_epochs`, `top5`, `name`); whatever is left out, `branches`
+        included (see `resolve_subnetworks`), takes the method's default.
+        """
+        names = {o.name for o in cls.options}
+        network_options, model_options = cls.split_options(
+            {k: v for k, v in kwargs.items() if k in names}
+        )
         network = cls.build_network(
-            architectures, num_classes, input_shape, branches=branches,
+            architectures, num_classes, input_shape,
+            branches=cls.resolve_subnetworks() if branches is None else branches,
             shared_stages=shared_stages, sync_bn=sync_bn, **network_options,
         )
-        return cls(network, rampup_epochs=rampup_epochs, top5=top5, **model_options)
+        model_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+        return cls(network, **model_kwargs, **model_options)
 
     def make_optimizer(self, learning_rate, weight_decay=1e-4, low_weight_decay=1e-5,
                        momentum=0.9):
@@ -303,20 +346,28 @@ class MultiHeadModel(keras.Model):
         logits = self.network(x, training=training)
         return logits, self.loss_terms(y, logits)
 
+    def scaled_loss(self, terms):
+        """The loss to differentiate: the global-batch mean of `terms["total"]`, scaled
+        by the optimizer (a loss-scale optimizer's factor under mixed float16)."""
+        # Mean over the global batch: the per-replica sum divided by the global
+        # batch size, so summing gradients over replicas gives the global mean.
+        return self.optimizer.scale_loss(tf.nn.compute_average_loss(terms["total"]))
+
+    def build_optimizer(self):
+        """Builds the optimizer on every trainable variable, so that steps updating a
+        subset of them share its state."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
     def minimize(self, x, y, variables=None):
         """One optimizer step on the global-batch mean of the total loss; returns
         (logits, terms). `variables` (default: all trainable) are the ones updated."""
         variables = self.trainable_variables if variables is None else variables
         with tf.GradientTape() as tape:
             logits, terms = self.forward(x, y, training=True)
-            # Mean over the global batch: the per-replica sum divided by the global
-            # batch size, so summing gradients over replicas gives the global mean.
-            loss = tf.nn.compute_average_loss(terms["total"])
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, variables)
-        if not self.optimizer.built:
-            # Built on every variable, so that steps updating a subset share its state.
-            self.optimizer.build(self.trainable_variables)
+            loss = self.scaled_loss(terms)
+        gradients = tape.gradient(loss, variables)
+        self.build_optimizer()
         self.optimizer.apply(gradients, variables)
         return logits, terms
 

@@ -38,6 +38,7 @@ Heads: "sub1".."subn" and "ensemble", the mean of the peers' logits (primary).
 import tensorflow as tf
 from keras import ops
 
+from keras_ffl import validation
 from keras_ffl.heads import ENSEMBLE, sub_name
 from keras_ffl.losses import cross_entropy, softened_kl
 from keras_ffl.methods.base import MultiHeadModel, Option, register_method
@@ -99,7 +100,8 @@ class DMLModel(MultiHeadModel):
     method_name = "dml"
     summary = "Deep Mutual Learning: peers trained with CE + KL toward each other, in turn."
     options = (
-        Option("temperature", 1.0, "T of the softened distributions.", parse=float),
+        Option("temperature", 1.0, "T of the softened distributions.", parse=float,
+               check=validation.positive),
         Option("update", "alternate",
                "alternate: one step per peer in turn, each after a fresh forward pass "
                "(DML's reference code); joint: one step on the sum of the peers' losses.",
@@ -109,12 +111,8 @@ class DMLModel(MultiHeadModel):
     extra_heads = (ENSEMBLE,)
     logged_terms = ("kl",)
 
-    def __init__(self, network, temperature=1.0, update="alternate", rampup_epochs=0,
-                 top5=False, name="dml", **kwargs):
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}.")
-        super().__init__(network, rampup_epochs=rampup_epochs, top5=top5, name=name,
-                         temperature=temperature, update=update, **kwargs)
+    def __init__(self, network, **kwargs):
+        super().__init__(network, **kwargs)
         self._peer_trainables = self._variables_by_peer(network.trainable_variables)
         self._peer_statistics = self._variables_by_peer(network.non_trainable_variables)
 

@@ -7,7 +7,9 @@ the reported classifier is Z_avg = lambda z_1 + lambda z_2 + z_f (FFL paper
 App. A, eq. 7). Training: an iterative stage in which the two extractors are
 updated alternately, the other one frozen, for 256 epochs, then joint training
 of everything (App. A; Table VII: 307 epochs, lr 0.1 -> 0.01 at 256, i.e.
-`--epochs=307 --lr_milestones=256`).
+`--epochs=307 --lr_milestones=256`). The schedule follows the iterative stage
+(`DualNetModel.adapt_recipe`): the learning rate drops once, when joint training
+starts, and joint training lasts 51/256 of the iterative stage, as in Table VII.
 
 Reference code, ustc-vim/dualnet, dualnet-dataset/pklcifar100/model/v4_ninnet/
 res_e1/res_e1_train_val.prototxt (the CIFAR-100 iterative-training net):
@@ -41,20 +43,31 @@ fine-tuning from a pre-trained network; the FFL paper trains from scratch at one
 rate, as here. The reference's fused classifier gets the normal weight decay.
 """
 
+import functools
+import math
+
 import keras
+import tensorflow as tf
 from keras import ops
 
-from keras_ffl.heads import DUALNET_AVG, FUSED, classifier, features_layer, logits_layer, sub_name
+from keras_ffl import validation
+from keras_ffl.heads import FUSED, features_layer, logits_layer, sub_name
 from keras_ffl.losses import cross_entropy
 from keras_ffl.methods.base import MultiHeadModel, Option, register_method
+from keras_ffl.models.layers import classifier
 from keras_ffl.network import build_subnetworks
+from keras_ffl.validation import ArgumentError
 
+#: DualNet's reported head, the average classifier Z_avg = 0.3 z_1 + 0.3 z_2 + z_f.
+AVG = "avg"
 #: lambda of the loss and of Z_avg (FFL paper eq. 7; the reference's loss_weight 0.3).
 AUX_WEIGHT = 0.3
-#: Epochs of the iterative stage (FFL paper App. A).
+#: Epochs of the iterative stage, and of the whole run (FFL paper App. A, Table VII).
 ITERATIVE_EPOCHS = 256
+EPOCHS = 307
 #: The joint stage's index in `DualNetModel.stage`; 0 and 1 train sub-network 1 or 2 alone.
 JOINT = 2
+STAGES = (0, 1, JOINT)
 
 
 def dualnet_loss_terms(labels, sub_logits, fused_logits, aux_weight=AUX_WEIGHT):
@@ -130,8 +143,6 @@ def build_dualnet_network(
             f"DualNet trains exactly 2 sub-networks; got branches={branches}. Leave branches "
             "at 2; for more sub-networks use the ffl or ensemble method."
         )
-    if aux_weight < 0:
-        raise ValueError(f"aux_weight must be >= 0; got {aux_weight}.")
     subs = build_subnetworks(architectures, num_classes, input_shape, branches=2,
                              share_trunk=False, sync_bn=sync_bn)
     shapes = [tuple(f.shape[1:]) for f in subs.features]
@@ -145,7 +156,7 @@ def build_dualnet_network(
     averaged = keras.layers.Average(name=features_layer(FUSED))(subs.features)
     outputs = dict(subs.logits)
     outputs[FUSED] = classifier(averaged, num_classes, FUSED)
-    outputs[DUALNET_AVG] = WeightedLogitsSum(aux_weight, name=logits_layer(DUALNET_AVG))(
+    outputs[AVG] = WeightedLogitsSum(aux_weight, name=logits_layer(AVG))(
         [*subs.logits.values(), outputs[FUSED]]
     )
     return keras.Model(subs.inputs, outputs, name="dualnet_network")
@@ -157,6 +168,15 @@ class StageSwitcher(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.use_stage(self.model.stage(epoch))
+
+
+class _Untracked:
+    """Holds a variable out of Keras's and TensorFlow's tracking: the stage is set
+    from the epoch at every epoch's start, so checkpoints need not (and those of
+    earlier versions do not) hold it."""
+
+    def __init__(self, variable):
+        self.variable = variable
 
 
 @register_method
@@ -179,29 +199,59 @@ class DualNetModel(MultiHeadModel):
     options = (
         Option("aux_weight", AUX_WEIGHT,
                "lambda: weight of each auxiliary classifier's CE and of its logits in the "
-               "reported avg head.", parse=float, network=True),
+               "reported avg head.", parse=float, check=validation.non_negative, network=True),
         Option("iterative_epochs", ITERATIVE_EPOCHS,
                "Epochs of DualNet's iterative stage (one extractor frozen at a time), before "
-               "joint training.", parse=int),
+               "joint training; the learning rate drops when it ends.",
+               check=validation.epochs(0)),
         Option("alternate_epochs", 1,
-               "Epochs DualNet trains one extractor before switching to the other.", parse=int),
+               "Epochs DualNet trains one extractor before switching to the other.",
+               check=validation.epochs(1)),
     )
-    primary_head = DUALNET_AVG
-    extra_heads = (FUSED, DUALNET_AVG)
+    primary_head = AVG
+    extra_heads = (FUSED, AVG)
     fixed_subnetworks = 2
 
-    def __init__(self, network, iterative_epochs=ITERATIVE_EPOCHS, alternate_epochs=1,
-                 rampup_epochs=0, top5=False, name=None, **kwargs):
-        if iterative_epochs < 0:
-            raise ValueError(f"iterative_epochs must be >= 0; got {iterative_epochs}.")
-        if alternate_epochs < 1:
-            raise ValueError(f"alternate_epochs must be >= 1; got {alternate_epochs}.")
-        super().__init__(network, rampup_epochs=rampup_epochs, top5=top5, name=name,
-                         iterative_epochs=iterative_epochs, alternate_epochs=alternate_epochs,
-                         **kwargs)
-        self.aux_weight = network.get_layer(logits_layer(DUALNET_AVG)).aux_weight
-        self._stage = self.stage(0)
-        self._stage_functions = {}
+    def __init__(self, network, **kwargs):
+        super().__init__(network, **kwargs)
+        self.aux_weight = network.get_layer(logits_layer(AVG)).aux_weight
+        self._stage = _Untracked(
+            tf.Variable(self.stage(0), dtype=tf.int32, trainable=False, name="stage")
+        )
+        index = {id(v): i for i, v in enumerate(self.trainable_variables)}
+        self._stage_indices = {
+            stage: [index[id(v)] for v in self.stage_variables(stage)] for stage in STAGES
+        }
+
+    @classmethod
+    def adapt_recipe(cls, values, options, given):
+        """Table VII's schedule for the iterative stage: the learning rate drops once,
+        when joint training starts, and joint training lasts 51/256 of the iterative
+        stage (307 epochs for 256).
+
+        Epochs and milestones the user left to the recipe follow `iterative_epochs`;
+        given milestones that drop the rate inside the iterative stage are refused.
+        """
+        iterative = options["iterative_epochs"]
+        if not iterative:
+            return values
+        values = dict(values)
+        if "lr_milestones" in given:
+            if any(0 < m < min(iterative, values["epochs"]) for m in values["lr_milestones"]):
+                milestones = ",".join(map(str, values["lr_milestones"]))
+                raise ArgumentError(
+                    "lr_milestones",
+                    f"{{arg}}={milestones} drops the learning rate inside DualNet's iterative "
+                    f"stage ({{arg:iterative_epochs}}={iterative}), which trains at one rate — "
+                    f"pass {{arg}}={iterative} (Table VII: the drop starts joint training), "
+                    "or leave it out",
+                )
+        else:
+            values["lr_milestones"] = (iterative,)
+        if "epochs" not in given:
+            joint = (EPOCHS - ITERATIVE_EPOCHS) / ITERATIVE_EPOCHS
+            values["epochs"] = iterative + math.ceil(iterative * joint)
+        return values
 
     @classmethod
     def build_network(cls, architectures, num_classes, input_shape, *, branches=2,
@@ -226,22 +276,8 @@ class DualNetModel(MultiHeadModel):
         return (epoch // self.alternate_epochs) % 2
 
     def use_stage(self, stage):
-        """Makes `train_step` update `stage`'s variables.
-
-        Each stage has its own train function, traced on first use and kept while
-        the model keeps its optimizer: the stage is fixed in its graph, so a step
-        differentiates with respect to the stage's variables only (no backward
-        pass through a frozen extractor) with no control flow around the
-        optimizer's cross-replica update, which tf.distribute does not allow.
-        """
-        if stage == self._stage:
-            return
-        if self.train_function is not None:
-            self._stage_functions[self._stage] = (self.optimizer, self.train_function)
-        self._stage = stage
-        optimizer, function = self._stage_functions.get(stage, (None, None))
-        self.train_function = function if optimizer is self.optimizer else None
-        self.make_train_function()
+        """Makes `train_step` update `stage`'s variables."""
+        self._stage.variable.assign(stage)
 
     def stage_variables(self, stage):
         """The trainable variables updated in `stage`: in the iterative stage the trained
@@ -252,10 +288,52 @@ class DualNetModel(MultiHeadModel):
         return [v for v in self.trainable_variables if v.path.startswith(prefixes)]
 
     def train_step(self, data):
+        """One optimizer step per batch on the current stage's variables.
+
+        The gradient is taken with respect to every trainable variable, outside the
+        switch on the stage (a gradient taken inside a branch is not bitwise the
+        same); the optimizer steps on the stage's variables alone, so a frozen
+        extractor keeps its weights and momentum, and `iterations` counts batches.
+        """
         x, y = self.unpack(data)
-        # One optimizer step per batch, on the current stage's variables.
-        logits, terms = self.minimize(x, y, self.stage_variables(self._stage))
+        with tf.GradientTape() as tape:
+            logits, terms = self.forward(x, y, training=True)
+            loss = self.scaled_loss(terms)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.build_optimizer()
+        self._apply_in_stage(gradients)
         return self._update_metrics(y, logits, terms)
+
+    def _apply_in_stage(self, gradients):
+        """Applies `gradients` (one per trainable variable) to the current stage's variables."""
+        variables = self.trainable_variables
+
+        def apply(stage, gradients):
+            # In the iterative stage the frozen sub-network's gradients are left unused.
+            indices = self._stage_indices[stage]
+            self.optimizer.apply([gradients[i] for i in indices], [variables[i] for i in indices])
+            return tf.constant(stage)
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.switch_case(
+                self._stage.variable.value(),
+                [functools.partial(apply, s, gradients) for s in STAGES],
+            )
+            return
+
+        def cross_replica(strategy, gradients):
+            # The optimizer's cross-replica update calls merge_call, which tf.distribute
+            # refuses inside control flow in a replica context; so the switch runs in
+            # the cross-replica context, as keras.optimizers.LossScaleOptimizer's does.
+            def branch(stage):
+                strategy.extended.call_for_each_replica(apply, args=(stage, gradients))
+                return tf.constant(stage)
+
+            tf.switch_case(
+                self._stage.variable.value(), [functools.partial(branch, s) for s in STAGES]
+            )
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(gradients,))
 
     def fit(self, *args, callbacks=None, **kwargs):
         """`MultiHeadModel.fit`, with a `StageSwitcher` unless one is given."""

@@ -27,8 +27,9 @@ def independent_loss_terms(labels, sub_logits):
 
 
 def ensemble_head(sub_logits):
-    """The "ensemble" head: the mean of the sub-networks' logits, a stock Keras layer."""
-    return keras.layers.Average(name=logits_layer(ENSEMBLE))(list(sub_logits))
+    """The "ensemble" head: the mean of the sub-networks' logits, a stock Keras layer
+    computing in float32 (under mixed precision too), like every head's logits."""
+    return keras.layers.Average(dtype="float32", name=logits_layer(ENSEMBLE))(list(sub_logits))
 
 
 @register_method

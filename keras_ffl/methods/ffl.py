@@ -12,10 +12,12 @@ paper's Table II are the options `fusion_mode="average"`, `ekd=False`, `fkd=Fals
 import keras
 from keras import ops
 
+from keras_ffl import validation
 from keras_ffl.fusion import MODES, FusionBlock
-from keras_ffl.heads import FUSED, classifier, features_layer, logits_layer, sub_name
+from keras_ffl.heads import FUSED, features_layer, logits_layer, sub_name
 from keras_ffl.losses import cross_entropy, softened_kl
 from keras_ffl.methods.base import MultiHeadModel, Option, register_method
+from keras_ffl.models.layers import classifier
 from keras_ffl.network import build_subnetworks
 from keras_ffl.optimizer import layer_pattern, paper_sgd
 
@@ -133,7 +135,7 @@ class FFLModel(MultiHeadModel):
     Args:
       network: a functional model mapping images to {"sub1", ..., "fused"} logits.
       temperature: T of the softened distributions.
-      rampup_epochs: R of the ramp-up w = exp(-5 (1 - e/R)^2); 0 means w = 1.
+      rampup_epochs: R of the ramp-up w = exp(-5 (1 - e/R)^2) (default 80); 0 means w = 1.
       ekd: distil the ensemble into the fused classifier.
       fkd: distil the fused classifier into every sub-network.
       top5: also track top-5 accuracy.
@@ -142,7 +144,8 @@ class FFLModel(MultiHeadModel):
     method_name = "ffl"
     summary = "Feature Fusion Learning: fusion module, fused classifier, EKD + FKD."
     options = (
-        Option("temperature", 3.0, "T of the softened distributions.", parse=float),
+        Option("temperature", 3.0, "T of the softened distributions.", parse=float,
+               check=validation.positive),
         Option("ekd", True, "Ensemble knowledge distillation into the fused classifier."),
         Option("fkd", True, "Fusion knowledge distillation into every sub-network."),
         Option("fusion", "fusion",
@@ -157,13 +160,7 @@ class FFLModel(MultiHeadModel):
     shares_trunk = True
     logged_terms = ("ekd", "fkd")
     low_decay_layers = (FUSION_LAYER, logits_layer(FUSED))
-
-    def __init__(self, network, temperature=3.0, rampup_epochs=80, ekd=True, fkd=True,
-                 top5=False, name="ffl", **kwargs):
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}.")
-        super().__init__(network, rampup_epochs=rampup_epochs, top5=top5, name=name,
-                         temperature=temperature, ekd=ekd, fkd=fkd, **kwargs)
+    default_rampup_epochs = 80  # The official code's --consistency_rampup.
 
     @classmethod
     def build_network(cls, architectures, num_classes, input_shape, *, branches=2,

@@ -8,7 +8,7 @@ softmax. The gate weights the branches' logits into the teacher z_e = sum_i g_i 
     loss = sum_i CE(z_i) + CE(z_e) + w(epoch) * T^2 * sum_i KL(sigma(z_e; T) || sigma(z_i; T))
 
 with T = 3, the KL's teacher held constant and w the sigmoid ramp-up FFL uses
-(FFL paper §IV-B and App. B "vs ONE"; /work/shared/DESIGN.md §5).
+(FFL paper §IV-B and App. B "vs ONE").
 
 From the reference code, Lan1991Xu/ONE_NeurIPS2018:
 - models/cifar/resnet.py, lines 183-188: the last stage (layer3) is copied per
@@ -39,12 +39,15 @@ stage-3 branches (3 x 353,664), three classifiers (3 x 6,500) and the gate (Dens
 import keras
 from keras import ops
 
-from keras_ffl.heads import GATED, logits_layer, sub_name
+from keras_ffl import validation
+from keras_ffl.heads import logits_layer, sub_name
 from keras_ffl.losses import cross_entropy, softened_kl
 from keras_ffl.methods.base import MultiHeadModel, Option, register_method
 from keras_ffl.models.layers import batch_norm, torch_linear_initializers
 from keras_ffl.network import build_subnetworks
 
+#: ONE's teacher head: the gate-weighted sum of the branches' logits (the paper's ONE-E).
+GATED = "gated"
 #: Prefix of the gate's layers; the last one, the softmax, is named GATE itself.
 GATE = "gate"
 
@@ -154,24 +157,19 @@ class ONEModel(MultiHeadModel):
     Args:
       network: a functional model mapping images to {"sub1", ..., "gated"} logits.
       temperature: T of the softened distributions.
-      rampup_epochs: R of the ramp-up w = exp(-5 (1 - e/R)^2); 0 means w = 1.
+      rampup_epochs: R of the ramp-up w = exp(-5 (1 - e/R)^2) (default 80); 0 means w = 1.
       top5: also track top-5 accuracy.
     """
 
     method_name = "one"
     summary = "On-the-fly Native Ensemble: branches on a shared trunk, a gated-logits teacher."
-    options = (Option("temperature", 3.0, "T of the softened distributions.", parse=float),)
+    options = (Option("temperature", 3.0, "T of the softened distributions.", parse=float,
+                      check=validation.positive),)
     primary_head = GATED
     extra_heads = (GATED,)
     shares_trunk = True
     logged_terms = ("kd",)
-
-    def __init__(self, network, temperature=3.0, rampup_epochs=80, top5=False, name="one",
-                 **kwargs):
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}.")
-        super().__init__(network, rampup_epochs=rampup_epochs, top5=top5, name=name,
-                         temperature=temperature, **kwargs)
+    default_rampup_epochs = 80  # scripts/ONE_ResNet32.sh: --consistency_rampup 80.
 
     @classmethod
     def build_network(cls, architectures, num_classes, input_shape, *, branches=2,

@@ -10,6 +10,7 @@ import math
 import keras
 
 from keras_ffl.batch_norm import BatchNorm
+from keras_ffl.heads import logits_layer
 
 # PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5) expressed in Keras's convention.
 BN_MOMENTUM = 0.9
@@ -87,3 +88,22 @@ def basic_block(x, filters, strides, name, sync_bn):
     y = conv_bn(y, filters, 3, 1, f"{name}_2", sync_bn, relu=False)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def classifier(features, num_classes, head, zero_bias=False):
+    """Global average pooling + Dense logits for `head`, initialised as PyTorch's nn.Linear.
+
+    The layers are "<head>_pool" and "<head>_logits" ("pool" and "logits" when
+    `head` is empty, as in a standalone sub-network). Logits are float32 under
+    mixed precision, for a stable softmax and KL.
+    """
+    prefix = f"{head}_" if head else ""
+    x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(features)
+    kernel_init, bias_init = torch_linear_initializers(features.shape[-1], zero_bias)
+    return keras.layers.Dense(
+        num_classes,
+        kernel_initializer=kernel_init,
+        bias_initializer=bias_init,
+        dtype="float32",
+        name=logits_layer(head) if head else "logits",
+    )(x)

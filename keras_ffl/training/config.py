@@ -39,10 +39,15 @@ class RunConfig(recipes.Recipe):
     image_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: Recipe fields the method's `adapt_recipe` set (the user gave none of them). Not
+    #: saved: a run started when the method adapted them otherwise resumes with its own.
+    adapted: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def to_json(self):
         """The configuration as JSON-compatible values (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        values = dataclasses.asdict(self)
+        del values["adapted"]
+        return json.loads(json.dumps(values))
 
     @property
     def method_class(self):
@@ -71,7 +76,8 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
     recipe_name = recipe or spec.recipe
     fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
     option_names = {o.name for o in method_class.options}
-    unknown = sorted(set(overrides) - fields - option_names)
+    given = set(overrides)
+    unknown = sorted(given - fields - option_names)
     if unknown:
         raise ArgumentsError(_unknown_settings_message(method, unknown, fields, option_names))
     options = {
@@ -109,7 +115,10 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
                 f"batch of {{arg}}={values['batch_size']}; lower {{arg}}.",
             )
     network_options, model_options = method_class.split_options(options)
-    validation.check_hyperparameters({**values, **network_options, **model_options})
+    validation.check_hyperparameters(values)
+    recipe_values = values
+    values = method_class.adapt_recipe(values, {**network_options, **model_options}, given)
+    adapted = tuple(sorted(k for k in values if values[k] != recipe_values[k]))
     return RunConfig(
         **values,
         method=method,
@@ -121,6 +130,7 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
         image_shape=tuple(int(d) for d in spec.image_shape),
         mean=tuple(float(m) for m in spec.mean),
         std=tuple(float(s) for s in spec.std),
+        adapted=adapted,
     )
 
 
@@ -144,14 +154,12 @@ def _resolve_branches(method_class, values, overrides):
                 f"Give {fixed} architecture(s)."
             )
         return count
-    if fixed is not None:
-        if given is not None and given != fixed:
-            raise ArgumentsError(
-                f"{{arg:method}}={method_class.method_name} trains {fixed} sub-network(s); "
-                f"leave {{arg:branches}} out (got {{arg:branches}}={given})."
-            )
-        return fixed
-    return values["branches"]
+    if fixed is not None and given is not None and given != fixed:
+        raise ArgumentsError(
+            f"{{arg:method}}={method_class.method_name} trains {fixed} sub-network(s); "
+            f"leave {{arg:branches}} out (got {{arg:branches}}={given})."
+        )
+    return method_class.resolve_subnetworks(values["branches"])
 
 
 def _trunk_sharing_methods():
@@ -178,8 +186,16 @@ def _unknown_settings_message(method, unknown, fields, option_names):
 
 
 def check_same_run(saved, config, model_dir):
-    """Raises a RunError naming the keys (method options by name) in which `saved`
-    (a config.json's dict) and `config` differ."""
+    """The configuration to resume the run `saved` (a config.json's dict) with: `config`,
+    with the directory's values of the fields the method adapted (see
+    `RunConfig.adapted`). Raises a RunError naming the keys (method options by name)
+    in which the two differ otherwise."""
+    kept = {
+        key: tuple(saved[key]) if isinstance(saved[key], list) else saved[key]
+        for key in config.adapted
+        if key in saved and saved[key] != config.to_json()[key]
+    }
+    config = dataclasses.replace(config, **kept)
     saved, current = _flat_config(saved), _flat_config(config.to_json())
     keys = sorted((saved.keys() | current.keys()) - set(RESUMABLE_CHANGES))
     differences = [
@@ -193,6 +209,7 @@ def check_same_run(saved, config, model_dir):
             f"resumed with these settings ({'; '.join(differences)}) — rerun with the "
             "directory's settings to resume it, or choose a new {arg:model_dir}"
         )
+    return config
 
 
 def _flat_config(config):

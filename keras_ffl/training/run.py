@@ -98,7 +98,7 @@ def prepare(config, model_dir, *, strategy=None, data_dir=None, jit_compile=None
             "unknown; restore the config.json or choose a new {arg:model_dir}."
         )
     if saved_config is not None:
-        check_same_run(saved_config, config, model_dir)
+        config = check_same_run(saved_config, config, model_dir)
     state = run_dir.read_json(path(STATE_FILE)) or {}
     epoch_end_steps = {int(e): int(s) for e, s in state.get("epoch_end_steps", {}).items()}
     if not has_checkpoint:

@@ -49,8 +49,9 @@ def parse_model(key, arch, arch2):
         )
     if variant:
         return ModelSpec(key, method, [arch, arch2], 2)
-    default = method_class.fixed_subnetworks or 2
-    return ModelSpec(key, method, arch, int(branches) if branches else default)
+    return ModelSpec(
+        key, method, arch, method_class.resolve_subnetworks(int(branches) if branches else None)
+    )
 
 
 def build(spec, num_classes, jit_compile):

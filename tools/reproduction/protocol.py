@@ -7,6 +7,8 @@ tools/reproduce.py trains what this says (`runner`) and reports on it (`report`,
 
 import typing
 
+from keras_ffl.heads import ENSEMBLE, FUSED, SUB_MEAN, sub_name
+
 #: Case 1's architecture, and case 2's pair: a ResNet and a WRN of this machine's
 #: scale. ResNet-8 at half width (8/16/32 channels) is the scale at which 11
 #: configurations x 3 seeds train in one working session on 2 cores (docs/RESULTS.md
@@ -90,12 +92,11 @@ def _flag_value(value):
     return str(value)
 
 
-#: The heads (and the sub_mean metric) the claims read, as history.csv names them:
-#: keras_ffl.heads' and the methods' names, spelled here because those modules start
-#: TensorFlow when imported, which reading finished runs does not need.
-SUB1, SUB2, FUSED, ENSEMBLE, GATED, AVG, SUB_MEAN = (
-    "sub1", "sub2", "fused", "ensemble", "gated", "avg", "sub_mean"
-)
+#: The heads (and the sub_mean metric) the claims read, as history.csv names them.
+#: ONE's and DualNet's own heads are named in their method modules, which start
+#: TensorFlow when imported; reading finished runs does not need it.
+SUB1, SUB2 = sub_name(1), sub_name(2)
+GATED, AVG = "gated", "avg"
 
 #: The vanilla network of case 1 and the head that reads it (see RUNS).
 VANILLA = ("ensemble", SUB_MEAN)
