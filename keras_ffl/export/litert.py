@@ -88,7 +88,8 @@ def check_variant(variant):
     """Raises ArgumentError unless `variant` is one of `VARIANTS`."""
     if variant not in VARIANTS:
         raise ArgumentError(
-            "variant", f"{{arg}}={variant!r} is not a LiteRT variant — use one of {', '.join(VARIANTS)}"
+            "variant",
+            f"{{arg}}={variant!r} is not a LiteRT variant — use one of {', '.join(VARIANTS)}",
         )
     return variant
 
@@ -135,7 +136,9 @@ def convert_saved_model(path, variant, representative_images=None, what="the mod
                 "calibrate the activations' ranges",
             )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = lambda: ([image[None]] for image in representative_images)
+        converter.representative_dataset = lambda: (
+            [image[None]] for image in representative_images
+        )
     try:
         return converter.convert()
     except Exception as error:  # The converter raises several types; all mean "cannot convert".
@@ -155,10 +158,16 @@ def convert_saved_model(path, variant, representative_images=None, what="the mod
 def run_probabilities(model_bytes, images):
     """The model's probabilities for uint8 `images`, run with the LiteRT interpreter."""
     runner = _interpreter(model_bytes).get_signature_runner(serving.SERVING_SIGNATURE)
-    outputs = [
-        runner(**{serving.INPUT_NAME: images[start : start + _BATCH]})["probabilities"]
-        for start in range(0, len(images), _BATCH)
-    ]
+    try:
+        outputs = [
+            runner(**{serving.INPUT_NAME: images[start : start + _BATCH]})["probabilities"]
+            for start in range(0, len(images), _BATCH)
+        ]
+    except RuntimeError as error:  # A conversion LiteRT accepted but cannot run.
+        raise LiteRTConversionError(
+            f"LiteRT's interpreter cannot run the converted model: {' '.join(str(error).split())} "
+            "— replace the layer whose operation fails, or ship this head as a SavedModel only"
+        ) from None
     return np.concatenate(outputs).astype(np.float32)
 
 
@@ -185,7 +194,8 @@ def keras_probabilities(classifier, images, mean, std):
     for start in range(0, len(images), _BATCH):
         x = serving.scale(images[start : start + _BATCH], mean, std)
         logits = classifier(x, training=False)
-        outputs.append(keras.ops.convert_to_numpy(keras.ops.softmax(keras.ops.cast(logits, "float32"))))
+        probabilities = keras.ops.softmax(keras.ops.cast(logits, "float32"))
+        outputs.append(keras.ops.convert_to_numpy(probabilities))
     return np.concatenate(outputs)
 
 
@@ -298,11 +308,12 @@ class StagedLiteRT:
     def summary(self, export_dir):
         """Lines for people: a table of every head and variant, and what was not installed."""
         first = self.models[0].verification
+        width = max(len(model.file_name) for model in self.models)
         lines = [
             f"  LiteRT models in {os.path.join(export_dir, LITERT_DIR)} (uint8 images in; "
             f"verified with the interpreter on {first.images} test images; latency: one image, "
             f"{LATENCY_THREADS} thread):",
-            f"    {'model':<34} {'KiB':>7} {'acc %':>6} {'Keras %':>7} {'agree %':>7} "
+            f"    {'model':<{width}} {'KiB':>7} {'acc %':>6} {'Keras %':>7} {'agree %':>7} "
             f"{'max |Δp|':>8} {'ms':>7}",
         ]
         for model in self.models:
@@ -312,8 +323,8 @@ class StagedLiteRT:
                 f"{self.max_accuracy_drop:g} (allow_accuracy_drop installs it)"
             )
             lines.append(
-                f"    {model.file_name:<34} {v.size_bytes / 1024:7.1f} {100 * v.accuracy:6.2f} "
-                f"{100 * v.keras_accuracy:7.2f} {100 * v.agreement:7.2f} "
+                f"    {model.file_name:<{width}} {v.size_bytes / 1024:7.1f} "
+                f"{100 * v.accuracy:6.2f} {100 * v.keras_accuracy:7.2f} {100 * v.agreement:7.2f} "
                 f"{v.max_probability_difference:8.1e} {v.latency_ms:7.3f}{note}"
             )
         return lines
@@ -352,10 +363,13 @@ class LiteRTFormat:
         for arg in ("verify_images", "representative_images"):
             value = getattr(self, arg)
             if value is not None and not (isinstance(value, int) and value >= 1):
-                raise ArgumentError(arg, f"{{arg}}={value!r} is not a positive number of images — pass 1 or more")
+                raise ArgumentError(
+                    arg, f"{{arg}}={value!r} is not a positive number of images — pass 1 or more"
+                )
         if not self.max_accuracy_drop >= 0:
             raise ArgumentError(
-                "max_accuracy_drop", f"{{arg}}={self.max_accuracy_drop} is negative — pass points >= 0"
+                "max_accuracy_drop",
+                f"{{arg}}={self.max_accuracy_drop} is negative — pass points >= 0",
             )
 
     def stage(self, network, heads, name, stage, *, mean, std, image_shape):
@@ -429,4 +443,5 @@ class LiteRTFormat:
                 indent=2,
             )
         paths = [os.path.join(LITERT_DIR, m.file_name) for m in models if m.installed]
-        return StagedLiteRT(paths + [os.path.join(LITERT_DIR, report)], models, self.max_accuracy_drop)
+        paths.append(os.path.join(LITERT_DIR, report))
+        return StagedLiteRT(paths, models, self.max_accuracy_drop)
