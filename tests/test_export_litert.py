@@ -5,6 +5,7 @@ post-training quantisation: float16, dynamic-range int8, full-integer int8)."""
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -224,6 +225,34 @@ def test_a_variant_losing_accuracy_is_reported_and_installed_only_if_allowed(
     assert {_file(head, "dynamic_int8") for head in HEADS} < set(
         os.listdir(os.path.join(export_dir, litert.LITERT_DIR))
     )
+
+
+def _export_tool(*flags):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "export.py"), *flags],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_export_tool_writes_verifies_and_prints_the_litert_models(run, tmp_path):
+    model_dir, _ = run
+    export_dir = str(tmp_path / "export")
+    completed = _export_tool(
+        f"--model_dir={model_dir}", f"--export_dir={export_dir}", "--litert",
+        "--litert_variants=float32,dynamic_int8", "--verify_images=40",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "verified with the interpreter on 40 test images" in completed.stdout
+    for head in HEADS:
+        for variant in ("float32", "dynamic_int8"):
+            assert re.search(rf"\n    {re.escape(_file(head, variant))} +\d+\.\d ", completed.stdout)
+            assert os.path.isfile(os.path.join(export_dir, litert.LITERT_DIR, _file(head, variant)))
+
+    refused = _export_tool(f"--model_dir={model_dir}", "--verify_images=40")
+    assert refused.returncode != 0
+    assert "--verify_images applies to LiteRT models: add --litert." in refused.stderr
 
 
 _KILLED_EXPORT = textwrap.dedent(

@@ -73,6 +73,14 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_string("data_dir", None, "With --litert: where the dataset's files are (TFDS, IDX).")
 flags.mark_flags_as_mutual_exclusive(["model_dir", "model"], required=True)
+_LITERT_FLAGS = (
+    "litert_variants",
+    "verify_images",
+    "representative_images",
+    "max_accuracy_drop",
+    "allow_accuracy_drop",
+    "data_dir",
+)
 
 
 def _export_keras_file():
@@ -141,6 +149,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the summary.
     if FLAGS.model_dir is None and FLAGS.checkpoint:
         raise app.UsageError("--checkpoint picks a checkpoint of --model_dir; --model names one.")
+    litert_only = [name for name in _LITERT_FLAGS if FLAGS[name].present]
+    if litert_only and not FLAGS.litert:
+        raise app.UsageError(f"--{litert_only[0]} applies to LiteRT models: add --litert.")
     try:
         if FLAGS.model_dir:
             result = export.export_model_dir(
