@@ -277,6 +277,9 @@ def split_pixels(dataset, split, count=None, *, data_dir=None, sample_seed=None)
     batches = data.make_dataset(
         spec, split, _BATCH, data_dir=data_dir, training=sample_seed is not None, seed=sample_seed
     )
+    options = tf.data.Options()
+    options.deterministic = True  # The same images at every export, even when drawn at random.
+    batches = batches.with_options(options)
     if count is not None:
         batches = batches.unbatch().take(count).batch(_BATCH)
     images, labels = [], []
