@@ -2,6 +2,10 @@
 
 from setuptools import find_packages, setup
 
+# tools/export.py --litert runs LiteRT models with Google's interpreter; 2.3 runs what
+# TensorFlow 2.21's converter writes.
+LITERT = ["ai-edge-litert>=2.3,<3"]
+
 setup(
     name="keras_ffl",
     version="0.1.0",
@@ -27,8 +31,14 @@ setup(
     extras_require={
         # tools/reproduce.py, tools/gradcam.py and tools/report.py draw with matplotlib.
         "plot": ["matplotlib>=3.8,<4"],
+        "litert": LITERT,
         # pytest-xdist: the suite runs on two processes (pytest.ini), one per core.
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "matplotlib>=3.8,<4"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
+            "matplotlib>=3.8,<4",
+            *LITERT,
+        ],
     },
     license="Apache-2.0",
     classifiers=[

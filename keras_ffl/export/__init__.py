@@ -1,4 +1,5 @@
-"""Export trained FFL models: sub-networks for Keras apps, SavedModels for TF Serving."""
+"""Export trained FFL models: sub-networks for Keras apps, SavedModels for TF Serving,
+LiteRT models for phones and edge devices."""
 
 from keras_ffl.export.exporter import (
     ExportResult,
@@ -8,6 +9,12 @@ from keras_ffl.export.exporter import (
     load_checkpoint,
 )
 from keras_ffl.export.extraction import extract_fused, extract_subnetwork
+from keras_ffl.export.litert import (
+    LiteRTConversionError,
+    LiteRTFormat,
+    LiteRTVerification,
+    export_litert,
+)
 
 __all__ = [
     "ExportResult",
@@ -16,5 +23,9 @@ __all__ = [
     "export_savedmodels",
     "extract_fused",
     "extract_subnetwork",
+    "export_litert",
+    "LiteRTConversionError",
+    "LiteRTFormat",
+    "LiteRTVerification",
     "load_checkpoint",
 ]

@@ -59,6 +59,8 @@ class ExportResult:
     keras_files: dict
     config_path: str
     recovered: list
+    #: What each extra export format staged (e.g. `litert.StagedLiteRT`), installed with the rest.
+    formats: list = dataclasses.field(default_factory=list)
 
     def summary(self):
         lines = [f"Before exporting: {line}" for line in self.recovered]
@@ -83,6 +85,8 @@ class ExportResult:
         for path, description in self.keras_files.items():
             lines.append(f"    {path:<{width}}  {description}")
         lines.append(f"  TF Serving config: {self.config_path}")
+        for staged in self.formats:
+            lines += staged.summary(self.export_dir)
         return "\n".join(lines)
 
 
@@ -130,6 +134,7 @@ def export_savedmodels(
     version=None,
     overwrite=False,
     atol=1e-5,
+    formats=(),
 ):
     """Exports every head of a trained model for TF Serving and for Keras apps.
 
@@ -142,6 +147,9 @@ def export_savedmodels(
       version: the version to write; default one more than the highest present.
       overwrite: replace an existing `version` instead of refusing.
       atol: the largest |Δ| allowed between served and Keras probabilities.
+      formats: extra export formats (e.g. `litert.LiteRTFormat`), each staging and
+        verifying its files with `stage(network, heads, name, stage, mean=, std=,
+        image_shape=)` before the one all-or-nothing install.
 
     Returns:
       An `ExportResult`. Raises FileExistsError (version exists), ValueError (bad
@@ -184,14 +192,22 @@ def export_savedmodels(
                     max_error,
                 )
             )
+        staged_formats = [
+            export_format.stage(
+                network, heads, name, stage, mean=mean, std=std, image_shape=image_shape
+            )
+            for export_format in formats
+        ]
         paths = [os.path.join(model.name, str(version)) for model in models] + list(keras_files)
+        paths += [path for staged in staged_formats for path in staged.paths]
         config_path = layout.install_all(export_dir, stage, paths, version, overwrite)
     installed_files = {
         os.path.join(export_dir, file_name): description
         for file_name, description in keras_files.items()
     }
     return ExportResult(
-        export_dir, version, mean, std, models, installed_files, config_path, recovered
+        export_dir, version, mean, std, models, installed_files, config_path, recovered,
+        staged_formats,
     )
 
 
@@ -273,7 +289,14 @@ def load_checkpoint(model_dir, checkpoint=None):
 
 
 def export_model_dir(
-    model_dir, export_dir="export", *, checkpoint=None, name=None, version=None, overwrite=False
+    model_dir,
+    export_dir="export",
+    *,
+    checkpoint=None,
+    name=None,
+    version=None,
+    overwrite=False,
+    formats=(),
 ):
     """Exports a training run's directory (config.json + best/last.keras); see `export_savedmodels`.
 
@@ -290,4 +313,5 @@ def export_model_dir(
         image_shape=config["image_shape"],
         version=version,
         overwrite=overwrite,
+        formats=formats,
     )

@@ -45,6 +45,11 @@ def normalise(images, image_shape, mean, std):
     )
     with tf.control_dependencies([check]):
         images = tf.identity(images)
+    return scale(images, mean, std)
+
+
+def scale(images, mean, std):
+    """(float(images) - mean) / std: the training pipeline's normalisation, in the graph."""
     return (tf.cast(images, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(
         std, tf.float32
     )
