@@ -21,12 +21,14 @@ Examples:
 """
 
 import dataclasses
-import os
 import re
 import sys
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from keras_ffl import quiet
+
+#: The GPUs TensorFlow found, listed while its start-up lines are hidden.
+GPUS = quiet.start_up()
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -267,6 +269,7 @@ def _train():
         jit_compile=FLAGS.jit_compile,
     )
     print(run.describe(), flush=True)
+    print(run.describe_model(), flush=True)
     return run.fit(verbose=FLAGS.verbose)
 
 
@@ -280,6 +283,7 @@ def main(argv):
                 f"Unexpected arguments: {' '.join(argv[1:])} — pass every setting as "
                 "--flag=value"
             )
+        print(quiet.describe_gpus(GPUS), flush=True)
         results = _train()
     except KeyboardInterrupt:
         if debug:
