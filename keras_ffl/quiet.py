@@ -66,9 +66,9 @@ def start_up(argv=None):
         return tf.config.list_physical_devices("GPU")
 
 
-def describe_gpus(gpus, work="training"):
-    """One line saying which GPUs `work` runs on, or that it runs on the CPU."""
+def describe_gpus(gpus):
+    """One line saying which GPUs training runs on, or that it runs on the CPU."""
     if not gpus:
-        return f"GPUs: none found, {work} on the CPU."
+        return "GPUs: none found, training on the CPU."
     names = ", ".join(gpu.name.removeprefix("/physical_device:") for gpu in gpus)
     return f"GPUs: {len(gpus)} ({names})."

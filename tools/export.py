@@ -14,7 +14,9 @@ import sys
 
 from absl import app, flags, logging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_ffl import quiet
+
+quiet.start_up()  # TensorFlow's C++ start-up lines hidden, unless asked for.
 
 import keras  # noqa: E402
 
