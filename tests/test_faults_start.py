@@ -114,23 +114,6 @@ def test_the_command_refuses_a_batch_larger_than_the_data(tmp_path, idx_data):
 # Numbers the run cannot represent, and a start that fails --------------------------
 
 
-def test_numbers_beyond_float32_are_refused_by_name(tmp_path, capsys, idx_data):
-    model_dir = tmp_path / "run"
-    for method, flag, value in [
-        ("ffl", "learning_rate", "1e308"),
-        ("ffl", "learning_rate", "1e-50"),
-        ("ffl", "weight_decay", "1e39"),
-        ("ffl", "fusion_weight_decay", "1e300"),
-        ("ffl", "lr_factor", "1e40"),
-        ("ffl", "temperature", "1e39"),
-        ("dualnet", "aux_weight", "1e39"),
-    ]:
-        status, _, stderr = run_fit(capsys, f"--dataset=idx:{idx_data}", f"--method={method}",
-                                    f"--model_dir={model_dir}", f"--{flag}={value}")  # fmt: skip
-        assert_one_line_error(status, stderr, f"--{flag}={float(value)!r} does not fit in float32")
-        assert not model_dir.exists()
-
-
 @pytest.mark.slow
 def test_a_failed_first_epoch_leaves_the_directory_as_it_was(tmp_path, idx_data):
     data = f"--dataset=idx:{idx_data}"
