@@ -11,7 +11,10 @@ One process at a time may write a model directory.
 
 An error is reported in one line, "keras_ffl.fit: error: <what> — <how to fix
 it>", with exit status 1 (130 after Ctrl-C); --verbosity=1 adds its traceback.
-A start that is refused writes nothing into a new --model_dir.
+A start that is refused writes nothing into a new --model_dir, and one that fails
+before its first epoch is saved removes what it wrote. TensorFlow's start-up
+lines are hidden (any --verbosity shows them); the command says in one line
+whether it found GPUs, and in another how large the model is.
 
 Examples:
   python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fashion_mnist

@@ -219,7 +219,8 @@ class Run:
 
         Raises:
           RunError: the loss became NaN or infinite (the last good epoch is
-            kept), another process holds the directory, or one wrote to it since
+            kept), an epoch's input ran out of data (the epoch is not committed),
+            another process holds the directory, or one wrote to it since
             `prepare` read it.
         """
         datasets = self._datasets() if self.initial_epoch < self.config.epochs else None
