@@ -11,7 +11,10 @@ One process at a time may write a model directory.
 
 An error is reported in one line, "keras_ffl.fit: error: <what> — <how to fix
 it>", with exit status 1 (130 after Ctrl-C); --verbosity=1 adds its traceback.
-A start that is refused writes nothing into a new --model_dir.
+A start that is refused writes nothing into a new --model_dir, and one that fails
+before its first epoch is saved removes what it wrote. TensorFlow's start-up
+lines are hidden (any --verbosity shows them); the command says in one line
+whether it found GPUs, and in another how large the model is.
 
 Examples:
   python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fashion_mnist
@@ -21,12 +24,14 @@ Examples:
 """
 
 import dataclasses
-import os
 import re
 import sys
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from keras_ffl import quiet
+
+#: The GPUs TensorFlow found, listed while its start-up lines are hidden.
+GPUS = quiet.start_up()
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -267,6 +272,7 @@ def _train():
         jit_compile=FLAGS.jit_compile,
     )
     print(run.describe(), flush=True)
+    print(run.describe_model(), flush=True)
     return run.fit(verbose=FLAGS.verbose)
 
 
@@ -280,6 +286,7 @@ def main(argv):
                 f"Unexpected arguments: {' '.join(argv[1:])} — pass every setting as "
                 "--flag=value"
             )
+        print(quiet.describe_gpus(GPUS), flush=True)
         results = _train()
     except KeyboardInterrupt:
         if debug:

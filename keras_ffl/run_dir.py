@@ -52,6 +52,10 @@ TEMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"
 #: The files that say where a run stands; a change in any means another process wrote.
 RUN_FILES = (CONFIG_FILE, STATE_FILE, HISTORY_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
+#: What a .keras file is: a zip archive (these bytes first) of a config and weights.
+_ZIP_MAGIC = b"PK\x03\x04"
+_KERAS_CONFIG = "config.json"
+_KERAS_WEIGHTS = "model.weights"
 _LOCK_ATTEMPTS = 3
 _LOCK_RETRY_SECONDS = 0.05
 
@@ -230,11 +234,7 @@ def load_model(path, *, fix, strategy=None, compile=True):
 
     from keras_ffl.methods import MultiHeadModel
 
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{path} is damaged: it is not a .keras (zip) archive, as a copy or a write cut "
-            f"short leaves it — {fix}"
-        )
+    check_keras_archive(path, fix=fix)
     try:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = keras.saving.load_model(path, compile=compile)
@@ -246,6 +246,55 @@ def load_model(path, *, fix, strategy=None, compile=True):
     if not isinstance(model, MultiHeadModel):
         raise CheckpointError(f"{path} holds a {type(model).__name__}, not a keras_ffl model — {fix}")
     return model
+
+
+def check_keras_archive(path, *, fix):
+    """Raises a CheckpointError naming what makes `path` no .keras file, before Keras
+    reads it (Keras calls a file it cannot open "File not found").
+
+    A .keras file is a zip archive of the model's config.json and its weights;
+    `path` may be empty, truncated (a zip's start without its end), another kind
+    of file, a zip of other files, or one whose members fail their checksums.
+    `fix` is the second half of the message.
+    """
+    with open(path, "rb") as file:
+        start = file.read(len(_ZIP_MAGIC))
+    size = os.path.getsize(path)
+    if not zipfile.is_zipfile(path):
+        if not size:
+            problem = "it is empty (0 bytes), as a write cut short leaves it"
+        elif start == _ZIP_MAGIC:
+            problem = (
+                f"it is truncated: a .keras (zip) archive's first {size} bytes without its end, "
+                "as a copy or a write cut short leaves it"
+            )
+        else:
+            problem = (
+                "it is not a .keras (zip) archive, as a copy or a write cut short leaves it"
+            )
+        raise CheckpointError(f"{path} is damaged: {problem} — {fix}")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        missing = [
+            member
+            for member, present in (
+                (_KERAS_CONFIG, _KERAS_CONFIG in names),
+                (f"{_KERAS_WEIGHTS}.*", any(n.startswith(_KERAS_WEIGHTS) for n in names)),
+            )
+            if not present
+        ]
+        if missing:
+            shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+            raise CheckpointError(
+                f"{path} is not a Keras model: its zip archive has no {' and no '.join(missing)} "
+                f"(it holds {shown or 'nothing'}) — {fix}"
+            )
+        corrupt = archive.testzip()
+    if corrupt is not None:
+        raise CheckpointError(
+            f"{path} is damaged: its {corrupt} fails its checksum, so the file changed after "
+            f"it was written — {fix}"
+        )
 
 
 def open_checkpoint(model_dir, checkpoint=None, *, use="load"):

@@ -9,6 +9,8 @@ of a recipe's values live here; a method's options carry their own (see
 
 import math
 
+import numpy as np
+
 from keras_ffl.arguments import NamesArguments
 
 #: Recipe fields that must be finite numbers above (strictly) or at least zero.
@@ -78,6 +80,24 @@ def _check_number(name, value, requirement, accept):
         raise ArgumentError(name, f"{{arg}}={value!r} is not a number — pass {requirement}")
     if not (math.isfinite(value) and accept(value)):
         raise ArgumentError(name, f"{{arg}}={value!r} is not {requirement} — pass {requirement}")
+    if not _fits_float32(value):
+        raise ArgumentError(
+            name,
+            f"{{arg}}={value!r} does not fit in float32, in which the run computes "
+            f"(magnitudes {_FLOAT32_RANGE[0]:.3g} to {_FLOAT32_RANGE[1]:.4g}) — pass "
+            f"{requirement} in that range",
+        )
+
+
+#: The least and greatest magnitudes of a float32 other than 0.
+_FLOAT32_RANGE = (float(np.finfo(np.float32).smallest_subnormal), float(np.finfo(np.float32).max))
+
+
+def _fits_float32(value):
+    """Whether `value` is 0 or a float32 of its magnitude: neither overflows to an
+    infinity nor underflows to 0 (a learning rate of 1e308 or 1e-50)."""
+    smallest, largest = _FLOAT32_RANGE
+    return value == 0 or smallest <= abs(value) <= largest
 
 
 def _check_count(name, value, minimum, hint):

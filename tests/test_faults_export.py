@@ -315,3 +315,21 @@ def test_a_network_serves_an_empty_batch_with_onednn(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "(0, 5)"
+
+
+def test_a_float_batch_or_another_size_is_refused_with_the_documented_line_first(tmp_path):
+    inputs = keras.Input((6, 4, 3))
+    classifier = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.Flatten()(inputs)))
+    archive = serving.build_archive(classifier, (6, 4, 3), (0.0,) * 3, (1.0,) * 3)
+    archive.write_out(str(tmp_path / "model"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "model"))
+
+    documented = r"^'images' must be uint8 pixels of shape \[batch, 6, 4, 3\] \(images are not"
+    for images, got in [
+        (np.zeros((2, 6, 4, 3), np.float32), r"got float32 of shape \[2, 6, 4, 3\]$"),
+        (np.zeros((2, 5, 4, 3), np.uint8), r"got uint8 of shape \[2, 5, 4, 3\]$"),
+        (np.zeros((6, 4, 3), np.uint8), r"got uint8 of shape \[6, 4, 3\]$"),
+    ]:
+        with pytest.raises(ValueError, match=f"{documented}.*; {got}"):
+            serving.serve_probabilities(loaded, images)
+    assert serving.serve_probabilities(loaded, np.zeros((2, 6, 4, 3), np.uint8)).shape == (2, 7)

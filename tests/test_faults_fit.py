@@ -176,11 +176,31 @@ def test_non_finite_or_negative_numbers(tmp_path, capsys, idx_data):
         ("dualnet", "aux_weight", "-0.3"),
         ("dualnet", "iterative_epochs", "-5"),
     ]:
-        status, _, stderr = run_fit(capsys, f"--dataset=idx:{idx_data}", f"--method={method}",
-                                    f"--model_dir={model_dir}", f"--{flag}={value}")  # fmt: skip
-        shown = value if flag.endswith("epochs") else repr(float(value))
-        assert_one_line_error(status, stderr, f"--{flag}={shown} is not")
-        assert not model_dir.exists()
+        assert_number_refused(capsys, idx_data, model_dir, method, flag, value, "is not")
+
+
+def test_numbers_beyond_float32_are_refused_by_name(tmp_path, capsys, idx_data):
+    # Before, --learning_rate=1e308 failed after "Starting a new run", leaving a config.json.
+    model_dir = tmp_path / "run"
+    for method, flag, value in [
+        ("ffl", "learning_rate", "1e308"),
+        ("ffl", "learning_rate", "1e-50"),
+        ("ffl", "weight_decay", "1e39"),
+        ("ffl", "fusion_weight_decay", "1e300"),
+        ("ffl", "lr_factor", "1e40"),
+        ("ffl", "temperature", "1e39"),
+        ("dualnet", "aux_weight", "1e39"),
+    ]:
+        assert_number_refused(capsys, idx_data, model_dir, method, flag, value,
+                              "does not fit in float32")  # fmt: skip
+
+
+def assert_number_refused(capsys, idx_data, model_dir, method, flag, value, problem):
+    status, _, stderr = run_fit(capsys, f"--dataset=idx:{idx_data}", f"--method={method}",
+                                f"--model_dir={model_dir}", f"--{flag}={value}")  # fmt: skip
+    shown = value if flag.endswith("epochs") else repr(float(value))
+    assert_one_line_error(status, stderr, f"--{flag}={shown} {problem}")
+    assert not model_dir.exists()
 
 
 def test_bad_flags(tmp_path, capsys):

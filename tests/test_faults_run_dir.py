@@ -7,7 +7,9 @@ import socket
 import subprocess
 import sys
 import types
+import zipfile
 
+import keras
 import pytest
 
 from keras_ffl import distribute, run_dir
@@ -118,3 +120,33 @@ def test_a_directory_without_config_is_not_a_run(tmp_path):
     assert error.value.with_flag().endswith("— export last.keras instead with --checkpoint=last")
     with pytest.raises(run_dir.CheckpointError, match="last.keras is damaged: it is not a .keras"):
         run_dir.load_model(str(tmp_path / run_dir.LAST_CHECKPOINT), fix="restore it")
+
+
+def test_an_unreadable_checkpoint_is_named_for_what_is_wrong(tmp_path):
+    # A real .keras file (a zip of config.json, metadata.json and model.weights.h5).
+    good = str(tmp_path / "good.keras")
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(good)
+    content = open(good, "rb").read()
+    weights_at = content.index(b"model.weights.h5") + 200  # Inside that member's data.
+    altered = content[:weights_at] + bytes([content[weights_at] ^ 0xFF]) + content[weights_at + 1:]
+    cases = {
+        b"": "is damaged: it is empty (0 bytes)",
+        content[: len(content) // 2]: "is damaged: it is truncated: a .keras (zip) archive's first",
+        b"not a zip": "is damaged: it is not a .keras (zip) archive",
+        altered: "is damaged: its model.weights.h5 fails its checksum",
+    }
+    for damaged, what in cases.items():
+        path = tmp_path / "last.keras"
+        path.write_bytes(damaged)
+        with pytest.raises(run_dir.CheckpointError) as error:
+            run_dir.load_model(str(path), fix="restore it")
+        assert str(error.value).startswith(f"{path} {what}"), error.value
+        assert str(error.value).endswith(" — restore it")
+        assert "File not found" not in str(error.value)
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    wrong_contents = r"is not a Keras model: its zip archive has no config.json and no model"
+    with pytest.raises(run_dir.CheckpointError, match=wrong_contents + r".weights.\* \(it holds"):
+        run_dir.load_model(str(path), fix="restore it")

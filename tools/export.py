@@ -15,7 +15,9 @@ import sys
 
 from absl import app, flags, logging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_ffl import quiet
+
+quiet.start_up()  # TensorFlow's C++ start-up lines hidden, unless asked for.
 
 import keras  # noqa: E402
 
@@ -102,6 +104,7 @@ def _export_keras_file():
     name = FLAGS.name or safe_name(
         FLAGS.dataset or os.path.splitext(os.path.basename(FLAGS.model))[0]
     )
+    run_dir.check_keras_archive(FLAGS.model, fix="pass a .keras file saved by Keras")
     return export.export_savedmodels(
         keras.saving.load_model(FLAGS.model, compile=False),
         FLAGS.export_dir,

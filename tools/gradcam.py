@@ -16,12 +16,13 @@ classifier) right and the compared network wrong; every column wrong. Without
 `keras_ffl.analysis.cam_figure`.
 """
 
-import os
 import sys
 
 from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_ffl import quiet
+
+quiet.start_up()  # TensorFlow's C++ start-up lines hidden, unless asked for.
 
 from keras_ffl.analysis.cam_figure import DEFAULT_IMAGES, draw_gradcam  # noqa: E402
 from keras_ffl.arguments import flag_message  # noqa: E402

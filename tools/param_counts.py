@@ -4,9 +4,9 @@
     python tools/param_counts.py --methods=ffl,ensemble
 """
 
-import os
+from keras_ffl import quiet
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet.start_up()  # TensorFlow's C++ start-up lines hidden, unless asked for.
 
 from absl import app, flags  # noqa: E402
 

@@ -8,12 +8,13 @@ calibration.png next to it; see `keras_ffl.analysis.report`. Only the run
 directories and their datasets are read.
 """
 
-import os
 import sys
 
 from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_ffl import quiet
+
+quiet.start_up()  # TensorFlow's C++ start-up lines hidden, unless asked for.
 
 from keras_ffl.analysis.calibration import DEFAULT_BINS  # noqa: E402
 from keras_ffl.analysis.report import write_report  # noqa: E402

@@ -34,15 +34,7 @@ def normalise(images, image_shape, mean, std):
         tf.strings.reduce_join(tf.strings.as_string(shape), separator=","),
         rf"\d+,{height},{width},{channels}",
     )
-    check = tf.debugging.Assert(
-        valid,
-        [
-            f"'{INPUT_NAME}' must be uint8 pixels of shape [batch, {height}, {width}, "
-            f"{channels}] (images are not resized: resize or crop them before sending); "
-            "got shape",
-            shape,
-        ],
-    )
+    check = tf.debugging.Assert(valid, [f"{_refusal(image_shape)}; got shape", shape])
     with tf.control_dependencies([check]):
         images = tf.identity(images)
     return scale(images, mean, std)
@@ -53,6 +45,30 @@ def scale(images, mean, std):
     return (tf.cast(images, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(
         std, tf.float32
     )
+
+
+def _refusal(image_shape):
+    height, width, channels = image_shape
+    return (
+        f"'{INPUT_NAME}' must be uint8 pixels of shape [batch, {height}, {width}, {channels}] "
+        "(images are not resized: resize or crop them before sending)"
+    )
+
+
+def check_images(images, image_shape):
+    """Raises ValueError, with the signatures' own message first, unless `images` are
+    uint8 [batch, *image_shape].
+
+    A signature refuses them too, but TensorFlow words that for a Python caller:
+    another dtype as "expected to be a uint8 tensor", another size under a first
+    line "Graph execution error".
+    """
+    dtype = tf.as_dtype(images.dtype)
+    shape = tuple(images.shape)
+    if dtype != tf.uint8 or len(shape) != 4 or shape[1:] != tuple(image_shape):
+        raise ValueError(
+            f"{_refusal(image_shape)}; got {dtype.name} of shape {list(shape)}"
+        )
 
 
 def on_any_batch(fn, x):
@@ -115,8 +131,11 @@ def build_archive(classifier, image_shape, mean, std, features=None):
 
 
 def serve_probabilities(saved_model, images):
-    """The serving_default probabilities of a loaded SavedModel for uint8 `images`."""
-    outputs = saved_model.signatures[SERVING_SIGNATURE](**{INPUT_NAME: tf.constant(images)})
+    """The serving_default probabilities of a loaded SavedModel for uint8 `images`
+    (`check_images` refuses others)."""
+    signature = saved_model.signatures[SERVING_SIGNATURE]
+    check_images(images, signature.structured_input_signature[1][INPUT_NAME].shape[1:])
+    outputs = signature(**{INPUT_NAME: tf.constant(images)})
     return outputs["probabilities"].numpy()
 
 

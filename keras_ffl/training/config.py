@@ -105,17 +105,9 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
             f"{{arg}} must be one of {sorted(DTYPE_POLICIES)}; got {values['mixed_precision']!r}.",
         )
     values["lr_milestones"] = tuple(sorted(int(m) for m in values["lr_milestones"]))
-    if values["steps_per_epoch"] is None:
-        examples = data.num_examples(spec, "train", data_dir)
-        values["steps_per_epoch"] = examples // values["batch_size"]
-        if not values["steps_per_epoch"]:
-            raise ArgumentError(
-                "batch_size",
-                f"{spec.name}'s training split has {examples} examples, fewer than one "
-                f"batch of {{arg}}={values['batch_size']}; lower {{arg}}.",
-            )
     network_options, model_options = method_class.split_options(options)
     validation.check_hyperparameters(values)
+    _check_batches(spec, values, data_dir)
     recipe_values = values
     values = method_class.adapt_recipe(values, {**network_options, **model_options}, given)
     adapted = tuple(sorted(k for k in values if values[k] != recipe_values[k]))
@@ -132,6 +124,38 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
         std=tuple(float(s) for s in spec.std),
         adapted=adapted,
     )
+
+
+def _check_batches(spec, values, data_dir):
+    """Fills in `steps_per_epoch` (one pass in full batches) and refuses batches the
+    splits cannot give.
+
+    The training pipeline repeats, so any `steps_per_epoch` trains as long as the
+    split holds one full batch; the test split is read once, so `validation_steps`
+    cannot exceed its batches. Either would otherwise end an epoch early, Keras
+    only warning that the input ran out of data.
+    """
+    examples = data.num_examples(spec, "train", data_dir)
+    batches = examples // values["batch_size"]
+    if not batches:
+        raise ArgumentsError(
+            f"{spec.name}'s training split has {examples} examples, fewer than one batch of "
+            f"{{arg:batch_size}}={values['batch_size']}, so no training step can run — pass "
+            f"{{arg:batch_size}}={examples} or less"
+        )
+    if values["steps_per_epoch"] is None:
+        values["steps_per_epoch"] = batches
+    if values["validation_steps"] is None:
+        return
+    examples = data.num_examples(spec, "test", data_dir)
+    batches = -(-examples // values["eval_batch_size"])
+    if values["validation_steps"] > batches:
+        raise ArgumentsError(
+            f"{{arg:validation_steps}}={values['validation_steps']} needs that many test "
+            f"batches, but {spec.name}'s test split of {examples} examples gives {batches} "
+            f"of {{arg:eval_batch_size}}={values['eval_batch_size']} — pass "
+            f"{{arg:validation_steps}}={batches} or less, or leave it out for the whole split"
+        )
 
 
 def _resolve_branches(method_class, values, overrides):

@@ -11,6 +11,7 @@ resumes it.
 import contextlib
 import importlib.util
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -199,6 +200,17 @@ class Run:
             return f"The run in {self.model_dir} has completed its {total} epochs."
         return f"Resuming the run in {self.model_dir} after epoch {self.initial_epoch} of {total}."
 
+    def describe_model(self):
+        """One line on the model's size and the memory its weights take in training,
+        so that a costly choice (say, a hundred branches) is seen before it runs."""
+        parameters = self.model.count_params()
+        megabytes = parameters * 4 / 2**20  # float32 variables, also under mixed precision.
+        return (
+            f"Model: {self.config.branches} sub-network(s), {parameters:,} parameters: "
+            f"{megabytes:,.1f} MB of weights, about {3 * megabytes:,.1f} MB in training "
+            "with their gradients and momentum, plus each sub-network's activations."
+        )
+
     def fit(self, verbose=1):
         """Trains up to `config.epochs`, committing every epoch; returns `summarize`'s results.
 
@@ -207,11 +219,12 @@ class Run:
 
         Raises:
           RunError: the loss became NaN or infinite (the last good epoch is
-            kept), another process holds the directory, or one wrote to it since
+            kept), an epoch's input ran out of data (the epoch is not committed),
+            another process holds the directory, or one wrote to it since
             `prepare` read it.
         """
         datasets = self._datasets() if self.initial_epoch < self.config.epochs else None
-        with distribute.write_directory(self.model_dir, self.strategy) as directory:
+        with self._write_directory() as directory:
             if directory == self.model_dir and run_dir.fingerprint(directory) != self.fingerprint:
                 raise RunError(
                     f"{directory} changed since this command read it: another process wrote "
@@ -233,6 +246,33 @@ class Run:
             run_dir.write_json(os.path.join(directory, RESULTS_FILE), results)
             self.fingerprint = run_dir.fingerprint(directory)  # What this run now holds.
         return results
+
+    @contextlib.contextmanager
+    def _write_directory(self):
+        """`distribute.write_directory`, undone if the block fails before an epoch commits.
+
+        A start that fails (an overflow, data that runs out, Ctrl-C in the first
+        epoch) thus leaves the directory as it found it, and a new one not at all:
+        its config.json would otherwise make the corrected command "a different
+        configuration". Only what this process added under the lock is removed;
+        once an epoch is committed the run is resumable and everything is kept.
+        """
+        missing = _missing_directories(self.model_dir)
+        try:
+            with distribute.write_directory(self.model_dir, self.strategy) as directory:
+                before = set(os.listdir(directory))
+                try:
+                    yield directory
+                except BaseException:
+                    if not self.history:
+                        _remove_entries(directory, set(os.listdir(directory)) - before)
+                    raise
+        except BaseException:
+            if not self.history:
+                for path in missing:
+                    with contextlib.suppress(OSError):  # Not empty: kept.
+                        os.rmdir(path)
+            raise
 
     def _datasets(self):
         """The (training, test) pipelines of the run, the training one shuffled afresh."""
@@ -264,7 +304,7 @@ class Run:
             keras.callbacks.TensorBoard(
                 os.path.join(directory, TENSORBOARD_DIR), write_graph=False
             ),
-            EpochCommit(self, directory),
+            EpochCommit(self, directory, config.steps_per_epoch),
         ]
         try:
             with (
@@ -282,13 +322,20 @@ class Run:
                     verbose=verbose,
                 )
         except NonFiniteLoss as err:
-            kept = max(self.epoch_end_steps, default=0)
-            raise RunError(
+            stopped = (
                 f"Training stopped: the loss became {err.loss} in epoch {err.epoch + 1}, "
-                f"batch {err.batch}; that epoch was not saved and {self.model_dir} keeps the "
-                f"last good checkpoint (epoch {kept}) — rerunning the same command resumes "
-                "from it; to change the learning rate or other settings, start a new run "
-                "in another {arg:model_dir}"
+                f"batch {err.batch}; that epoch was not saved"
+            )
+            if not self.history:
+                raise RunError(
+                    f"{stopped} and {self.model_dir} was left as it was — lower "
+                    "{arg:learning_rate} (or change the other settings) and rerun"
+                ) from err
+            raise RunError(
+                f"{stopped} and {self.model_dir} keeps the last good checkpoint (epoch "
+                f"{max(self.epoch_end_steps)}) — rerunning the same command resumes from it; "
+                "to change the learning rate or other settings, start a new run in another "
+                "{arg:model_dir}"
             ) from err
 
     def commit_epoch(self, directory, epoch, logs, learning_rate):
@@ -317,6 +364,25 @@ class Run:
             "epoch_end_steps": {str(e): s for e, s in sorted(self.epoch_end_steps.items())},
         }
         run_dir.write_json(os.path.join(directory, STATE_FILE), state)
+
+
+def _missing_directories(path):
+    """`path` and those of its parents that do not exist, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_entries(directory, names):
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def _optimizer_step(model):
