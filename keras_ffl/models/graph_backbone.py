@@ -80,13 +80,13 @@ class GraphBackbone(Architecture):
             final = graph.output.shape[1:3]
             earlier = [p for p in points if tuple(p.output.shape[1:3]) != tuple(final)]
             return (earlier or points)[-1]
-        names = [layer.name[len(prefix):] for layer in graph.layers]
+        names = [op.name.removeprefix(prefix) for op in graph.operations]
         if self.split not in names:
             raise ValueError(
                 f"{self.name} has no layer {self.split!r} to split at; valid split points "
                 f"include {_nearest(points, names, len(names) // 2, prefix)}."
             )
-        layer = graph.layers[names.index(self.split)]
+        layer = graph.operations[names.index(self.split)]
         if layer not in points:
             raise ValueError(
                 f"{self.name} cannot split at {self.split!r}: a skip connection crosses it "
@@ -102,7 +102,7 @@ def valid_split_points(graph):
     The graph's input and output layers are left out: a trunk must hold at least
     one layer and leave at least one to each branch.
     """
-    layers = graph.layers
+    layers = graph.operations  # Layers and the ops called between them.
     position = {id(layer): i for i, layer in enumerate(layers)}
     # A tensor made at position s and read at c crosses every split after s and before c.
     crossed = [False] * len(layers)
@@ -115,7 +115,8 @@ def valid_split_points(graph):
     return [
         layer
         for i, layer in enumerate(layers[1:-1], start=1)
-        if not crossed[i] and id(layer) != output and len(layer.output.shape) == 4
+        if not crossed[i] and id(layer) != output and isinstance(layer, keras.layers.Layer)
+        and len(layer.output.shape) == 4
     ]
 
 
@@ -125,7 +126,7 @@ def _inputs(layer):
 
 def _nearest(points, names, index, prefix):
     """Up to two valid split points on each side of position `index`, by name."""
-    points = [names.index(p.name[len(prefix):]) for p in points]
+    points = [names.index(p.name.removeprefix(prefix)) for p in points]
     before = [names[i] for i in points if i < index][-2:]
     after = [names[i] for i in points if i > index][:2]
     return ", ".join(before + after) or "none"
