@@ -20,7 +20,7 @@ Examples:
   python -m keras_ffl.fit --method=vanilla --dataset=cifar100 --model_dir=runs/c100_vanilla
   python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fm_mobile \
       --arch='keras:MobileNetV3Small?alpha=0.75&minimalistic=true' --image_size=32
-  python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fm_mine --arch=file:my_model.keras
+  python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/mine --arch=file:my_model.keras
 """
 
 import dataclasses

@@ -24,12 +24,14 @@ MOBILE = "keras:MobileNetV3Small?alpha=0.75&minimalistic=true"
 class MobileBackbone:
     arch = f"{MOBILE}&image_size=32"  # The harness's images are 12x12; the family's minimum 32.
     # Covered on resnet8 by each method's own file, and too slow for a MobileNet here: the
-    # replicas' check (it runs resnet8 whatever the backbone), learning, mixed precision
-    # and the export of every head (the sub-network's export is tested below).
+    # replicas' check (it runs resnet8 whatever the backbone), learning, mixed precision,
+    # the export of every head and a training run (test_backbones_user_model trains and
+    # exports a run on this backbone).
     test_two_replicas_match_one_device = None
     test_few_hundred_steps_lift_every_head_well_above_chance = None
     test_mixed_precision_trains_with_float32_variables_logits_and_losses = None
     test_export_writes_every_head = None
+    test_a_training_run_reports_every_head = None
 
 
 class TestFFLOnMobileNet(MobileBackbone, MethodTests):
@@ -117,7 +119,7 @@ def test_image_size_resizes_inside_the_network_and_names_the_run():
 
 
 def test_too_small_images_fail_at_once_naming_the_minimum_and_the_fix():
-    with pytest.raises(ValueError, match=r"at least 32x32; these are 28x28: add image_size=32"):
+    with pytest.raises(ValueError, match=r"at least 32x32, and these are 28x28; .* image_size=32"):
         build_subnetwork("keras:MobileNetV2?alpha=0.35", 10, (28, 28, 1))
 
 

@@ -54,19 +54,20 @@ class GraphBackbone(Architecture):
             raise ValueError(f"{self.name} has stages 0..1; cannot apply stages [{start}, {stop}).")
         if start == stop:
             return x
+        name = f"{prefix}{self.layer_name}"
         if start == 0:
             x = self.adapt_input(x, prefix, incoming)
             self._trunk_input_shape = tuple(x.shape[1:])
             graph = _prefixed(self.build_graph(self._trunk_input_shape), prefix)
             if stop == 2:
-                return keras.Model(graph.input, graph.output, name=f"{prefix}{self.layer_name}")(x)
+                return keras.Model(graph.input, graph.output, name=name)(x)
             split = self.split_layer(graph, prefix)
-            return keras.Model(graph.input, split.output, name=f"{prefix}{self.layer_name}_trunk")(x)
+            return keras.Model(graph.input, split.output, name=f"{name}_trunk")(x)
         if self._trunk_input_shape is None:
             raise ValueError(f"{self.name}: apply its trunk (stage 0) before a branch.")
         graph = _prefixed(self.build_graph(self._trunk_input_shape), prefix)
         split = self.split_layer(graph, prefix)
-        return keras.Model(split.output, graph.output, name=f"{prefix}{self.layer_name}_branch")(x)
+        return keras.Model(split.output, graph.output, name=f"{name}_branch")(x)
 
     def split_layer(self, graph, prefix=""):
         """The layer the trunk ends at: the one named `split` (after `prefix`), or the default."""

@@ -124,9 +124,9 @@ class KerasApplication(GraphBackbone):
             if not minimum:
                 raise
             raise ValueError(
-                f"{self.name} needs images of at least {minimum[1]}x{minimum[1]}; these are "
-                f"{size}x{size}: add image_size={minimum[1]} or more to the architecture, "
-                f"e.g. keras:{self.family}?image_size={minimum[1]}."
+                f"{self.name} needs images of at least {minimum[1]}x{minimum[1]}, and these "
+                f"are {size}x{size}; resize them inside the network with image_size="
+                f"{minimum[1]} or more, e.g. keras:{self.family}?image_size={minimum[1]}."
             ) from None
         if self.weights is not None:
             graph.set_weights(self._pretrained_weights(input_shape))
