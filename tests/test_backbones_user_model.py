@@ -156,3 +156,8 @@ def test_a_run_on_a_mobile_backbone_exports_a_plain_keras_subnetwork(tmp_path):
     trained = keras.saving.load_model(os.path.join(run, "best.keras"), compile=False)
     expected = trained.network(x, training=False)["sub1"]
     np.testing.assert_allclose(np.load(tmp_path / "x.npy.out.npy"), expected, atol=1e-4)
+
+
+def test_dualnet_across_families_is_refused_naming_the_feature_map_shapes():
+    with pytest.raises(ValueError, match=r"need one shape.*\(3, 3, 64\), \(1, 1, 432\)"):
+        get_method("dualnet").create(["resnet8", MOBILE], 5, SHAPE)
