@@ -34,6 +34,7 @@ class MobileBackbone:
     test_a_training_run_reports_every_head = None
 
 
+@pytest.mark.slow
 class TestFFLOnMobileNet(MobileBackbone, MethodTests):
     method = "ffl"
 
