@@ -21,6 +21,9 @@ Examples:
   python -m keras_ffl.fit --dataset=cifar100 --model_dir=runs/c100 --arch=resnet32 --branches=3
   python -m keras_ffl.fit --dataset=cifar100 --model_dir=runs/c100_case2 --arch=resnet32,wrn16_2
   python -m keras_ffl.fit --method=vanilla --dataset=cifar100 --model_dir=runs/c100_vanilla
+  python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/fm_mobile \
+      --arch='keras:MobileNetV3Small?alpha=0.75&minimalistic=true' --image_size=32
+  python -m keras_ffl.fit --dataset=fashion_mnist --model_dir=runs/mine --arch=file:my_model.keras
 """
 
 import dataclasses
@@ -81,6 +84,18 @@ flags.DEFINE_list(
     "One architecture (FFL case 1: --branches copies of its last stages on a shared "
     f"trunk) or a comma list (case 2: independent sub-networks). Names: {ARCHITECTURE_HELP}."
     + _FROM_RECIPE,
+)
+flags.DEFINE_string(
+    "weights",
+    None,
+    "keras: and file: architectures: start every copy from these weights, 'imagenet' "
+    "(downloaded by Keras) or a weights file's path. Default: fresh weights.",
+)
+flags.DEFINE_integer(
+    "image_size",
+    None,
+    "keras: architectures: resize the images to this size inside the network (training, "
+    "evaluation and export alike), e.g. 32 for a family whose minimum is 32x32.",
 )
 flags.DEFINE_integer("branches", None, "Number of sub-networks in case 1." + _FROM_RECIPE)
 flags.DEFINE_integer(
@@ -262,6 +277,8 @@ def _train():
         recipe=FLAGS.recipe,
         seed=FLAGS.seed,
         data_dir=FLAGS.data_dir,
+        weights=FLAGS.weights,
+        image_size=FLAGS.image_size,
         **recipe_overrides(FLAGS),
     )
     run = training.prepare(

@@ -10,13 +10,11 @@ import typing
 import keras
 
 from keras_ffl.heads import INPUT_NAME, features_layer, sub_name
-from keras_ffl.models import Architecture, get_architecture
+from keras_ffl.models import get_architecture, network_input_convention
 from keras_ffl.models.layers import classifier
 
 
 def _as_architecture(arch, sync_bn):
-    if isinstance(arch, Architecture):
-        return arch
     return get_architecture(arch, sync_bn=sync_bn)
 
 
@@ -32,21 +30,27 @@ def build_subnetwork(
     """One sub-network as a standalone (vanilla) model.
 
     Args:
-      architecture: an `Architecture` or a name such as "resnet32".
+      architecture: an `Architecture`, a name such as "resnet32" or
+        "keras:MobileNetV3Small", or a functional `keras.Model` (or a function
+        building one) whose feature map it takes.
       num_classes: classes of the classifier.
       input_shape: (height, width, channels), e.g. (32, 32, 3) or (28, 28, 1).
       include_top: with the classifier (logits out) or without (feature map out).
 
     Returns:
-      A functional `keras.Model` whose feature map is the layer "features".
+      A functional `keras.Model` whose feature map is the layer "features"; it
+      takes images in the architecture's `input_convention` (the dataset's
+      normalisation for the built-in families).
     """
     arch = _as_architecture(architecture, sync_bn)
     inputs = _input(input_shape)
-    features = keras.layers.Identity(name="features")(arch.apply(inputs))
+    features = keras.layers.Identity(name="features")(
+        arch.apply(inputs, incoming=arch.input_convention)
+    )
     outputs = features
     if include_top:
         outputs = classifier(features, num_classes, "", arch.zero_classifier_bias)
-    return keras.Model(inputs, outputs, name=name or arch.name)
+    return keras.Model(inputs, outputs, name=name or arch.layer_name)
 
 
 class SubNetworks(typing.NamedTuple):
@@ -79,8 +83,10 @@ def build_subnetworks(
     Several `architectures` (a list of n >= 2) make n independent sub-networks
     (case 2). One architecture makes `branches` sub-networks: with `share_trunk`,
     its first `shared_stages` stages (default: the architecture's, e.g. all but
-    the last on CIFAR) form a shared trunk and each branch has its own copy of
+    the last on CIFAR; the graph up to a split layer for Keras Applications and
+    your own models) form a shared trunk and each branch has its own copy of
     the rest (case 1); without, `branches` independent copies of the whole network.
+    The network's input follows `network_input_convention` of the architectures.
     """
     inputs = _input(input_shape)
     trunk = None
@@ -93,8 +99,10 @@ def build_subnetworks(
                 "shared_stages applies to one architecture with branches (case 1); "
                 "sub-networks of several architectures share nothing. Leave it None."
             )
+        incoming = network_input_convention(archs)
         features = [
-            arch.apply(inputs, prefix=f"{sub_name(k)}_") for k, arch in enumerate(archs, start=1)
+            arch.apply(inputs, prefix=f"{sub_name(k)}_", incoming=incoming)
+            for k, arch in enumerate(archs, start=1)
         ]
     else:
         arch = _as_architecture(architectures, sync_bn)
@@ -108,7 +116,7 @@ def build_subnetworks(
                     f"shared_stages must be in [0, {arch.num_stages - 1}] for {arch.name} "
                     f"(stage 0 is the stem); got {shared}."
                 )
-            trunk = arch.apply(inputs, 0, shared, prefix="shared_")
+            trunk = arch.apply(inputs, 0, shared, prefix="shared_", incoming=arch.input_convention)
             features = [
                 arch.apply(trunk, shared, prefix=f"{sub_name(k)}_")
                 for k in range(1, branches + 1)
@@ -120,7 +128,8 @@ def build_subnetworks(
                     "one trains independent sub-networks. Leave it None."
                 )
             features = [
-                arch.apply(inputs, prefix=f"{sub_name(k)}_") for k in range(1, branches + 1)
+                arch.apply(inputs, prefix=f"{sub_name(k)}_", incoming=arch.input_convention)
+                for k in range(1, branches + 1)
             ]
     feature_maps, logits = [], {}
     for k, (arch, feature_map) in enumerate(zip(archs, features), start=1):

@@ -6,6 +6,7 @@ stages lets one builder cut any of them at any stage.
 """
 
 import abc
+import typing
 
 
 def scaled_widths(width, base=(16, 32, 64)):
@@ -14,6 +15,32 @@ def scaled_widths(width, base=(16, 32, 64)):
     if width <= 0 or any(c != int(c) for c in channels):
         return None
     return tuple(int(c) for c in channels)
+
+
+class InputConvention(typing.NamedTuple):
+    """The input a backbone expects: (pixels - mean) / std per channel, pixels in 0..255 RGB.
+
+    It is declared once, by the architecture; the run's normalisation (the data
+    pipeline and every export) is taken from it, so a backbone is never given
+    input normalised for another.
+    """
+
+    mean: tuple
+    std: tuple
+
+    def for_channels(self, channels):
+        """The convention over `channels` channels: one value repeats, three average to one."""
+        if len(self.mean) == channels:
+            return self
+        if len(self.mean) == 1:
+            return InputConvention(self.mean * channels, self.std * channels)
+        if channels == 1:
+            return InputConvention(
+                (sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),)
+            )
+        raise ValueError(
+            f"An input convention over {len(self.mean)} channels does not fit {channels}."
+        )
 
 
 class Architecture(abc.ABC):
@@ -32,6 +59,8 @@ class Architecture(abc.ABC):
     feature_channels: int
     #: The official classifier of this family initialises its bias to zero.
     zero_classifier_bias: bool = False
+    #: The input the backbone expects, or None: the dataset's own normalisation.
+    input_convention: InputConvention | None = None
 
     def __init__(self, name, sync_bn=False):
         self.name = name
@@ -41,8 +70,12 @@ class Architecture(abc.ABC):
     def stage(self, x, index, prefix):
         """Applies stage `index` to the Keras tensor `x`."""
 
-    def apply(self, x, start=0, stop=None, prefix=""):
-        """Applies stages [start, stop) to `x` and returns the resulting tensor."""
+    def apply(self, x, start=0, stop=None, prefix="", incoming=None):
+        """Applies stages [start, stop) to `x` and returns the resulting tensor.
+
+        `incoming` is the `InputConvention` the network's input follows; an
+        architecture with a convention of its own converts it in its stem.
+        """
         stop = self.num_stages if stop is None else stop
         if not 0 <= start <= stop <= self.num_stages:
             raise ValueError(
@@ -53,5 +86,22 @@ class Architecture(abc.ABC):
             x = self.stage(x, index, prefix)
         return x
 
+    @property
+    def layer_name(self):
+        """The name as a Keras layer or model name (no "/", no "?")."""
+        return self.name
+
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, sync_bn={self.sync_bn})"
+
+
+def network_input_convention(architectures):
+    """The input convention of a network of `architectures`: the first one's that declares
+    one, or None (the dataset's own normalisation) when none does.
+
+    The other architectures convert it to theirs in their stem; the built-in ones,
+    trained from scratch, take it as it is.
+    """
+    return next(
+        (a.input_convention for a in architectures if a.input_convention is not None), None
+    )

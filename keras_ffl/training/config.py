@@ -10,7 +10,8 @@ import json
 
 from keras_ffl import data, methods, recipes, validation
 from keras_ffl.arguments import ArgumentsError
-from keras_ffl.models import get_architecture
+from keras_ffl.models import get_architecture, network_input_convention
+from keras_ffl.models.graph_backbone import GraphBackbone
 from keras_ffl.run_dir import RunError
 from keras_ffl.validation import ArgumentError
 
@@ -60,7 +61,10 @@ class RunConfig(recipes.Recipe):
         return f"val_{self.method_class.primary_head}_acc"
 
 
-def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None, **overrides):
+def resolve_config(
+    dataset, *, method="ffl", recipe=None, seed=0, data_dir=None, weights=None, image_size=None,
+    **overrides,
+):
     """Returns the `RunConfig` of a run of `method` on `dataset`.
 
     Values come from `recipe` (default: the dataset's recipe kind) and the
@@ -68,7 +72,10 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
     option of the method, e.g. the flags given on the command line) taking
     precedence. `arch` may be one name (case 1) or several (case 2, where
     `branches` is their number). `steps_per_epoch` defaults to one pass over the
-    training split in full batches.
+    training split in full batches. `weights` and `image_size` apply to every
+    Keras Applications (and `weights` to every file:) architecture that does not
+    set its own; the images are normalised to the architectures' input convention
+    (`keras_ffl.models.network_input_convention`), else with the dataset's statistics.
     """
     method_class = methods.get_method(method)
     data.check_dataset(dataset, data_dir)
@@ -89,7 +96,18 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
 
     names = values["arch"].split(",") if isinstance(values["arch"], str) else values["arch"]
     # Canonical names, so that "ResNet-32" and "resnet32" make the same run.
-    values["arch"] = tuple(get_architecture(name).name for name in names)
+    archs = [get_architecture(name, weights=weights, image_size=image_size) for name in names]
+    values["arch"] = tuple(arch.name for arch in archs)
+    if (weights, image_size) != (None, None) and not any(
+        isinstance(arch, GraphBackbone) for arch in archs
+    ):
+        raise ArgumentsError(
+            "{arg:weights} and {arg:image_size} apply to keras: and file: architectures; "
+            f"{','.join(values['arch'])} trains from scratch at the data's size. Leave them out."
+        )
+    convention = network_input_convention(archs)
+    if convention is not None:
+        convention = convention.for_channels(spec.image_shape[-1])
     values["branches"] = _resolve_branches(method_class, values, overrides)
     if overrides.get("shared_stages") is not None and (
         len(values["arch"]) > 1 or not method_class.shares_trunk
@@ -120,8 +138,8 @@ def resolve_config(dataset, *, method="ffl", recipe=None, seed=0, data_dir=None,
         seed=int(seed),
         num_classes=spec.num_classes,
         image_shape=tuple(int(d) for d in spec.image_shape),
-        mean=tuple(float(m) for m in spec.mean),
-        std=tuple(float(s) for s in spec.std),
+        mean=tuple(float(m) for m in (convention or spec).mean),
+        std=tuple(float(s) for s in (convention or spec).std),
         adapted=adapted,
     )
 
