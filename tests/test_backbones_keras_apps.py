@@ -108,6 +108,18 @@ def test_the_run_normalises_to_the_backbones_convention_not_the_datasets():
     assert builtin.mean != (0.0,)
 
 
+def test_the_training_pipeline_feeds_the_backbone_raw_pixels(tmp_path):
+    config = training.resolve_config(
+        "fashion_mnist", method="vanilla", arch=(MOBILE,), recipe="small", image_size=32,
+        steps_per_epoch=1, validation_steps=1, eval_batch_size=50,
+    )  # fmt: skip
+    run = training.prepare(config, str(tmp_path / "run"))
+    _, test_data = run._datasets()
+    images, _ = next(iter(test_data))
+    # MobileNetV3 rescales inside: the pipeline must not normalise as well.
+    assert float(np.min(images)) >= 0.0 and float(np.max(images)) > 100.0
+
+
 def test_image_size_resizes_inside_the_network_and_names_the_run():
     config = training.resolve_config(
         "fashion_mnist", method="vanilla", arch=("keras:MobileNetV2?alpha=0.35",),

@@ -9,6 +9,7 @@ resumes it.
 """
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -277,7 +278,11 @@ class Run:
     def _datasets(self):
         """The (training, test) pipelines of the run, the training one shuffled afresh."""
         config = self.config
-        spec = data.get_spec(config.dataset, self.data_dir)
+        # The run's normalisation: the dataset's statistics, or the input convention of
+        # its architectures (e.g. raw pixels for a Keras Application that rescales inside).
+        spec = dataclasses.replace(
+            data.get_spec(config.dataset, self.data_dir), mean=config.mean, std=config.std
+        )
         # A resumed run shuffles afresh rather than replaying epoch 0's order.
         seed = int(np.random.SeedSequence([config.seed, self.initial_epoch]).generate_state(1)[0])
         train_data = data.make_dataset(
