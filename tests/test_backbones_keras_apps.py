@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ffl import training
+from keras_ffl import build_ffl_network, training
 from keras_ffl.export import serving
 from keras_ffl.models import get_architecture, network_input_convention
 from keras_ffl.network import build_subnetwork
@@ -155,6 +155,19 @@ def test_every_branch_starts_from_the_weights_file_grey_images_repeated_to_rgb(t
     for head in ("sub1", "sub2"):
         backbone = model.network.get_layer(f"{head}_mobilenetv3small")
         np.testing.assert_array_equal(backbone.get_weights()[0], first)
+
+
+def test_bn_momentum_sets_every_batchnorm_of_every_copy():
+    # MobileNetV3's BatchNorm momentum is 0.999 (keras.applications.mobilenet_v3); PyTorch's
+    # 0.1, i.e. Keras's 0.9, is what the paper's official code trains with.
+    network = build_ffl_network(f"{MOBILE}&image_size=32&bn_momentum=0.9", 10, (28, 28, 1))
+    norms = [
+        layer for layer in network._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]  # fmt: skip
+    assert len(norms) > 20 and {layer.momentum for layer in norms} == {0.9}
+    with pytest.raises(ValueError, match="bn_momentum=1.5 is not in"):
+        get_architecture(f"{MOBILE}&bn_momentum=1.5")
 
 
 def test_unknown_family_and_reserved_keywords_are_refused_with_the_known_ones():

@@ -63,11 +63,15 @@ class KerasApplication(GraphBackbone):
       image_size: resize the images to `image_size` x `image_size` first, inside
         the network, so training, evaluation and export all do it.
       split: the layer the shared trunk ends at in case 1.
+      bn_momentum: the BatchNorm layers' moving-average momentum, None for the family's
+        own (MobileNetV3's and EfficientNet's 0.999 let the moving statistics lag
+        weights that move fast, as from scratch at the recipes' learning rate 0.1;
+        0.9 is PyTorch's default, which keras_ffl's own backbones follow).
       kwargs: the constructor's other keywords, e.g. alpha=0.75, minimalistic=True.
     """
 
-    def __init__(self, family, *, weights=None, image_size=None, split=None, sync_bn=False,
-                 **kwargs):
+    def __init__(self, family, *, weights=None, image_size=None, split=None, bn_momentum=None,
+                 sync_bn=False, **kwargs):
         convention = _convention(family) if hasattr(keras.applications, family) else None
         if convention is None:
             raise ValueError(
@@ -80,7 +84,14 @@ class KerasApplication(GraphBackbone):
                 f"keras:{family} takes no {', '.join(reserved)}: keras_ffl sets "
                 f"{', '.join(reserved)} itself (the top, the input and the family's preprocessing)."
             )
-        keywords = dict(kwargs, weights=weights, image_size=image_size, split=split)
+        if bn_momentum is not None and not 0 <= bn_momentum < 1:
+            raise ValueError(
+                f"keras:{family}: bn_momentum={bn_momentum} is not in [0, 1) — pass the "
+                "moving averages' momentum, e.g. bn_momentum=0.9"
+            )
+        keywords = dict(
+            kwargs, weights=weights, image_size=image_size, split=split, bn_momentum=bn_momentum
+        )
         spec = "&".join(f"{k}={_spec_value(v)}" for k, v in sorted(keywords.items())
                         if v is not None)
         super().__init__(
@@ -89,6 +100,7 @@ class KerasApplication(GraphBackbone):
         self.family, self.weights, self.image_size, self.kwargs = (
             family, weights, image_size, kwargs
         )
+        self.bn_momentum = bn_momentum
         self.input_convention = convention
         self._pretrained = None
 
@@ -130,6 +142,10 @@ class KerasApplication(GraphBackbone):
             ) from None
         if self.weights is not None:
             graph.set_weights(self._pretrained_weights(input_shape))
+        if self.bn_momentum is not None:
+            for layer in graph.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = self.bn_momentum
         return graph
 
     def _construct(self, input_shape, weights):

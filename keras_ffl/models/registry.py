@@ -16,7 +16,7 @@ ARCHITECTURE_HELP = (
     "wrn<d>_<k> (Wide ResNet, e.g. wrn16_2, wrn40_2), resnet18 / resnet34 (ImageNet ResNet), "
     "keras:<Keras Applications model>[?keyword=value&...] (e.g. keras:MobileNetV3Small, "
     "keras:MobileNetV3Small?alpha=0.75&minimalistic=true&image_size=32; keywords: the "
-    "constructor's, and image_size, weights=imagenet|PATH, split=<layer>), "
+    "constructor's, and image_size, weights=imagenet|PATH, split=<layer>, bn_momentum), "
     "file:<PATH>.keras[?features=<layer>&split=<layer>&weights=PATH] (a functional model "
     "of your own)"
 )
