@@ -232,10 +232,11 @@ def check_same_run(saved, config, model_dir):
     with the directory's values of the fields the method adapted (see
     `RunConfig.adapted`). Raises a RunError naming the keys (method options by name)
     in which the two differ otherwise."""
+    current = config.to_json()
     kept = {
         key: tuple(saved[key]) if isinstance(saved[key], list) else saved[key]
         for key in config.adapted
-        if key in saved and saved[key] != config.to_json()[key]
+        if key in saved and saved[key] != current[key]
     }
     config = dataclasses.replace(config, **kept)
     saved, current = _flat_config(saved), _flat_config(config.to_json())
