@@ -23,15 +23,16 @@ PAPER_CONFIGURATIONS = {
 
 
 def trainable_parameters(method, architectures, branches=2, num_classes=100,
-                         input_shape=(32, 32, 3)):
+                         input_shape=(32, 32, 3), **network_options):
     """Trainable parameters of `method`'s network; a method with a fixed number of
-    sub-networks (vanilla) takes the first architecture alone."""
+    sub-networks (vanilla) takes the first architecture alone. `network_options`
+    (e.g. shared_stages) go to the method's network as the training command's do."""
     method_class = get_method(method)
     if method_class.fixed_subnetworks == 1:
         architectures = architectures if isinstance(architectures, str) else architectures[0]
         branches = 1
     network = method_class.build_network(
-        architectures, num_classes, input_shape, branches=branches
+        architectures, num_classes, input_shape, branches=branches, **network_options
     )
     count = sum(int(keras.ops.size(v)) for v in network.trainable_variables)
     keras.backend.clear_session()

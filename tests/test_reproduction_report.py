@@ -9,22 +9,27 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
-from reproduction import protocol, report, runner, runs, verdicts  # noqa: E402
+from reproduction import mobile, protocol, report, runner, runs, verdicts  # noqa: E402
 
 
-def write_run(output_dir, name, seed, final_accuracy, finished=True):
-    """A run directory with a two-epoch history.csv (and results.json when finished)."""
+def write_run(output_dir, name, seed, final_accuracy, finished=True, training=0.5):
+    """A run directory with a two-epoch history.csv (and results.json when finished): the
+    heads' test accuracy 0.5 then `final_accuracy`, the sub-networks' training accuracy
+    0.4 then `training`."""
     path = pathlib.Path(runs.run_path(str(output_dir), name, seed))
     path.mkdir(parents=True)
     columns = [f"val_{head}_acc" for head in final_accuracy]
     with open(path / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["epoch", "distill_weight", "loss", *columns])
+        writer = csv.DictWriter(
+            f, ["epoch", "distill_weight", "loss", "sub_mean_acc", *columns]
+        )
         writer.writeheader()
         writer.writerow({"epoch": 0, "distill_weight": 0.0067, "loss": 1.0,
-                         **dict.fromkeys(columns, 0.5)})
-        writer.writerow({"epoch": 1, "distill_weight": 1.0, "loss": 0.5, **{
-            f"val_{head}_acc": acc for head, acc in final_accuracy.items()
-        }})
+                         "sub_mean_acc": 0.4, **dict.fromkeys(columns, 0.5)})
+        writer.writerow({"epoch": 1, "distill_weight": 1.0, "loss": 0.5,
+                         "sub_mean_acc": training, **{
+                             f"val_{head}_acc": acc for head, acc in final_accuracy.items()
+                         }})
     if finished:
         (path / "results.json").write_text("{}")
 
@@ -63,7 +68,8 @@ def test_report_tables_and_claims_from_run_directories(tmp_path):
     }))
 
     path = report.write_report(str(out), str(docs), [0, 1], "python tools/reproduce.py",
-                               parameters={"ffl": 146510, "ensemble": 155508, "vanilla": 77754})
+                               parameters={"ffl": 146510, "ensemble": 155508, "vanilla": 77754},
+                               mobile_parameters={})
     text = pathlib.Path(path).read_text()
     # The vanilla network is the 2-net's members: 86% -> 14% error on both seeds.
     assert "| vanilla | | | | | 14.00 ± 0.00 |" in text
@@ -214,3 +220,64 @@ def test_the_timing_file_is_replaced_whole(tmp_path):
     timing = runs.read_timing(str(tmp_path))
     assert list(timing) == ["dml_case2/seed0", "ffl/seed1"]
     assert timing["ffl/seed1"] == {"cpu_s": 2.0, "wall_s": 3.0}
+
+
+def test_the_mobile_study_is_the_training_command_with_its_backbone_and_size(tmp_path):
+    command = runner.run_command("mobile_ffl_unshared", 1, str(tmp_path))
+    assert {"--method=ffl", "--seed=1", f"--arch={mobile.ARCH}", "--image_size=32",
+            "--shared_stages=0", "--epochs=8", "--lr_milestones=4,6"} <= set(command)
+    case2 = runner.run_command("mobile_ffl_case2", 0, str(tmp_path))
+    assert [flag for flag in case2 if flag.startswith("--arch=")] == [
+        f"--arch=resnet8x0.5,{mobile.ARCH}"
+    ]
+    assert "--branches=2" in runner.run_command("mobile_one", 0, str(tmp_path))
+    # The reproduction's runs keep their own protocol.
+    assert not any(flag.startswith("--image_size")
+                   for flag in runner.run_command("ffl", 0, str(tmp_path)))
+    for claim in mobile.CLAIMS:
+        for name, head in (claim.worse, claim.better):
+            assert name in mobile.RUNS and mobile.label(name, head)
+    for name, head in mobile.PLOT_SERIES:
+        assert name in mobile.RUNS and mobile.label(name, head)
+
+
+def test_the_mobile_section_reads_its_runs_beside_the_resnet(tmp_path):
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    for seed, offset in ((0, 0.0), (1, 0.03)):
+        # The ResNet: FFL's sub-networks 4 and 7 points better than vanilla.
+        write_run(out, "ffl", seed, {"sub_mean": 0.90 + offset, "fused": 0.92})
+        write_run(out, "ensemble", seed, {"sub_mean": 0.86, "ensemble": 0.93})
+        # The mobile network: FFL's sub-networks 1 point worse than vanilla on both seeds.
+        write_run(out, "mobile_ensemble", seed,
+                  {"sub1": 0.86, "sub2": 0.88, "sub_mean": 0.87, "ensemble": 0.88},
+                  training=0.86)
+        write_run(out, "mobile_ffl", seed,
+                  {"sub1": 0.86, "sub2": 0.86, "sub_mean": 0.86, "fused": 0.87 + offset},
+                  training=0.80 + offset)
+    (out / "timing.json").write_text(json.dumps({
+        "mobile_ffl/seed0": {"cpu_s": 1800.0, "wall_s": 1200.0},
+        "ffl/seed0": {"cpu_s": 3600.0, "wall_s": 3600.0},  # The reproduction's.
+    }))
+    path = report.write_report(str(out), str(docs), [0, 1], "python tools/reproduce.py",
+                               parameters={}, mobile_parameters={"vanilla": 307_420,
+                                                                 "mobile_ffl": 965_604})
+    text = pathlib.Path(path).read_text()
+    assert "## A mobile network: FFL with MobileNetV3Small sub-networks" in text
+    assert "Finished runs: 4 of 12, costing 0.5 CPU-hours (0.3 wall hours summed" in text
+    assert "| vanilla (each member of the 2-net) | 307,420 | | | 13.00 ± 0.00 | | |" in text
+    assert "| 2-net: two vanilla networks, averaged logits | — | 14.00 ± 0.00 | 12.00 ± 0.00 " \
+           "| 13.00 ± 0.00 | ensemble: 12.00 ± 0.00 | 86.00% |" in text
+    # Fused 13% and 10% error; training accuracy 80% and 83%, mean 81.5%.
+    assert "| FFL: two branches on a shared trunk, fused | 965,604 | 14.00 ± 0.00 " \
+           "| 14.00 ± 0.00 | 14.00 ± 0.00 | fused: 11.50 ± 2.12 | 81.50% |" in text
+    assert "| DML: two peers | — | — | — | — | ensemble: — | — |" in text
+    assert "| FFL's sub-networks beat a vanilla network | Table IV | -1.00 ± 0.00 | 2 " \
+           "| does not hold |" in text
+    # Fused over sub-networks: gains 1 and 4 points, mean 2.5, standard error 1.5.
+    assert "| FFL's fused classifier beats its own sub-networks | Table II, A | +2.50 ± 1.50 " \
+           "| 2 | same direction but unresolved |" in text
+    assert "| FFL's sub-networks beat ONE's branches | Table III | — | 0 | not run yet |" in text
+    # Beside the ResNet: +5.50 ± 1.50 there (gains 4 and 7), -1.00 here.
+    assert "| FFL's sub-networks beat a vanilla network | +5.50 ± 1.50 | -1.00 ± 0.00 |" in text
+    assert "python tools/reproduce.py --runs=mobile_ffl,mobile_ensemble," in text
+    assert (docs / mobile.PLOT).stat().st_size > 5_000 and f"]({mobile.PLOT})" in text

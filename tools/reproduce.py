@@ -4,7 +4,9 @@ The protocol (docs/RESULTS.md; `PROTOCOL`, `RUNS` and `CONVERGENCE_RUNS` of
 tools/reproduction/protocol.py): every configuration of `RUNS` trained once per
 seed with the Fashion-MNIST recipe and PROTOCOL's flags (8 full passes over the
 60,000 training images, half-width ResNet-8s), then the convergence check (every
-configuration again under the schedule scaled to 6 passes). Each run is the
+configuration again under the schedule scaled to 6 passes). The mobile study
+(tools/reproduction/mobile.py) trains FFL and its baselines the same way with
+MobileNetV3Small sub-networks; its runs are named "mobile_*". Each run is the
 training command itself,
 `python -m keras_ffl.fit ... --model_dir=OUTPUT_DIR/<run>/seed<k>`, so a run
 stopped at any point resumes at its last finished epoch when this tool is
@@ -22,7 +24,7 @@ import signal
 from absl import app, flags
 
 from reproduction import report, runner  # beside this file
-from reproduction.protocol import ALL_RUNS, CASE2_ARCH
+from reproduction.protocol import CASE2_ARCH
 
 _FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -32,7 +34,9 @@ flags.DEFINE_string(
 flags.DEFINE_string("docs_dir", "docs", "Where RESULTS.md and its plots are written.")
 flags.DEFINE_string("data_dir", None, "Directory with Fashion-MNIST's files, if not the default.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every run is trained once per seed.")
-flags.DEFINE_list("runs", None, f"Only these runs (default: all of {', '.join(ALL_RUNS)}).")
+flags.DEFINE_list(
+    "runs", None, f"Only these runs (default: all of {', '.join(runner.COMMANDS)})."
+)
 flags.DEFINE_integer("workers", 2, "Runs trained at the same time.")
 flags.DEFINE_integer(
     "threads", None, "TensorFlow threads per run (default: the CPU cores / --workers)."
@@ -43,10 +47,10 @@ flags.DEFINE_bool("report_only", False, "Only rebuild the report from the runs o
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    names = _FLAGS.runs or list(ALL_RUNS)
-    unknown = sorted(set(names) - set(ALL_RUNS))
+    names = _FLAGS.runs or list(runner.COMMANDS)
+    unknown = sorted(set(names) - set(runner.COMMANDS))
     if unknown:
-        raise app.UsageError(f"Unknown --runs {unknown}; known: {', '.join(ALL_RUNS)}.")
+        raise app.UsageError(f"Unknown --runs {unknown}; known: {', '.join(runner.COMMANDS)}.")
     try:
         seeds = [int(s) for s in _FLAGS.seeds]
     except ValueError:

@@ -26,44 +26,86 @@ SEEDS = (0, 1, 2)
 
 #: Run name -> (method, flags besides PROTOCOL's). As in the reproduction, the vanilla
 #: network is the 2-net's members (each trained alone with cross-entropy on the same
-#: batches); ONE shares the trunk up to the default split (the last stage branched).
+#: batches). FFL and ONE share the trunk up to the family's default split (the blocks
+#: at the last resolution branched), two branches each; FFL is also trained with
+#: nothing shared (`shared_stages=0`: two whole networks and the fusion module), as
+#: DML's peers are, to tell the shared trunk's effect from the distillation's.
 RUNS = {
     "mobile_ffl": ("ffl", {}),
     "mobile_ensemble": ("ensemble", {}),
     "mobile_dml": ("dml", {}),
-    "mobile_one": ("one", {}),
+    "mobile_one": ("one", {"branches": 2}),
+    "mobile_ffl_unshared": ("ffl", {"shared_stages": 0}),
     "mobile_ffl_case2": ("ffl", {"arch": ("resnet8x0.5", ARCH)}),
 }
 
 #: The vanilla mobile network and the head that reads it.
 MOBILE_VANILLA = ("mobile_ensemble", SUB_MEAN)
 
+#: The section's table, one row per run: (run, what it is, its combined head). The
+#: 2-net's members are the vanilla network.
+TABLE = (
+    ("mobile_ensemble", "2-net: two vanilla networks, averaged logits", ENSEMBLE),
+    ("mobile_dml", "DML: two peers", ENSEMBLE),
+    ("mobile_one", "ONE: two branches on a shared trunk, gated", GATED),
+    ("mobile_ffl", "FFL: two branches on a shared trunk, fused", FUSED),
+    ("mobile_ffl_unshared", "FFL, nothing shared: two whole networks, fused", FUSED),
+    ("mobile_ffl_case2", "FFL, case 2: resnet8x0.5 (net 1) & the mobile network (net 2)",
+     FUSED),
+)
+
+#: Labels of the runs in the claims and the plot.
+RUN_LABELS = {
+    "mobile_ensemble": "2-net", "mobile_dml": "DML", "mobile_one": "ONE",
+    "mobile_ffl": "FFL", "mobile_ffl_unshared": "FFL (nothing shared)",
+    "mobile_ffl_case2": "FFL case 2",
+}
+HEAD_LABELS = {
+    FUSED: "fused", SUB_MEAN: "sub-networks", ENSEMBLE: "ensemble", GATED: "ONE-E",
+    SUB2: "mobile net 2",
+}
+
+
+def label(name, head):
+    """A run's head as the section names it ("FFL fused", "vanilla" for MOBILE_VANILLA)."""
+    if (name, head) == MOBILE_VANILLA:
+        return "vanilla (2-net members)"
+    return f"{RUN_LABELS[name]} {HEAD_LABELS[head]}"
+
+
 CLAIMS = [
-    Claim("Mobile: FFL's sub-networks beat a vanilla network", "mobile",
-          MOBILE_VANILLA, ("mobile_ffl", SUB_MEAN), None, "ResNet: Table IV"),
-    Claim("Mobile: FFL's sub-networks beat DML's peers", "mobile",
-          ("mobile_dml", SUB_MEAN), ("mobile_ffl", SUB_MEAN), None, "ResNet: Table V"),
-    Claim("Mobile: FFL's sub-networks beat ONE's branches", "mobile",
-          ("mobile_one", SUB_MEAN), ("mobile_ffl", SUB_MEAN), None, "ResNet: Table III"),
-    Claim("Mobile: FFL's fused classifier beats ONE's gated teacher", "mobile",
-          ("mobile_one", GATED), ("mobile_ffl", FUSED), None, "ResNet: Table III"),
-    Claim("Mobile: FFL's fused classifier beats the 2-net ensemble", "mobile",
-          ("mobile_ensemble", ENSEMBLE), ("mobile_ffl", FUSED), None, "ResNet: Table VI"),
-    Claim("Mobile: FFL's fused classifier beats its own sub-networks", "mobile",
-          ("mobile_ffl", SUB_MEAN), ("mobile_ffl", FUSED), None, "ResNet: Table II, A"),
-    Claim("Mobile, case 2: the mobile sub-network fused with a ResNet beats a vanilla one",
-          "mobile", MOBILE_VANILLA, ("mobile_ffl_case2", SUB2), None, "ResNet: Table V"),
+    Claim("FFL's sub-networks beat a vanilla network", "mobile",
+          MOBILE_VANILLA, ("mobile_ffl", SUB_MEAN), None, "Table IV"),
+    Claim("FFL's sub-networks beat ONE's branches", "mobile",
+          ("mobile_one", SUB_MEAN), ("mobile_ffl", SUB_MEAN), None, "Table III"),
+    Claim("FFL's fused classifier beats ONE's gated teacher", "mobile",
+          ("mobile_one", GATED), ("mobile_ffl", FUSED), None, "Table III"),
+    Claim("FFL's fused classifier beats its own sub-networks", "mobile",
+          ("mobile_ffl", SUB_MEAN), ("mobile_ffl", FUSED), None, "Table II, A"),
+    Claim("Nothing shared: FFL's sub-networks beat a vanilla network", "mobile",
+          MOBILE_VANILLA, ("mobile_ffl_unshared", SUB_MEAN), None, "Table IV"),
+    Claim("Nothing shared: FFL's sub-networks beat DML's peers", "mobile",
+          ("mobile_dml", SUB_MEAN), ("mobile_ffl_unshared", SUB_MEAN), None, "Table V"),
+    Claim("Nothing shared: FFL's fused classifier beats the 2-net ensemble", "mobile",
+          ("mobile_ensemble", ENSEMBLE), ("mobile_ffl_unshared", FUSED), None, "Table VI"),
+    Claim("Case 2: the mobile network fused with a ResNet beats a vanilla one", "mobile",
+          MOBILE_VANILLA, ("mobile_ffl_case2", SUB2), None, "Table V"),
+    Claim("Sharing the trunk helps FFL's sub-networks", "mobile",
+          ("mobile_ffl_unshared", SUB_MEAN), ("mobile_ffl", SUB_MEAN), None,
+          "case 1 as the paper defines it"),
 ]
 
 #: The comparison with the reproduction: the same claim's gain on each backbone, the
 #: ResNet's read from the reproduction's runs (protocol.RUNS) of the same seeds.
 GAIN_COMPARISON = (
-    ("FFL's sub-networks over a vanilla network",
+    ("FFL's sub-networks beat a vanilla network",
      (VANILLA, ("ffl", SUB_MEAN)), (MOBILE_VANILLA, ("mobile_ffl", SUB_MEAN))),
+    ("FFL's fused classifier beats its own sub-networks",
+     (("ffl", SUB_MEAN), ("ffl", FUSED)), (("mobile_ffl", SUB_MEAN), ("mobile_ffl", FUSED))),
 )
 
-#: What the later session also produces from these runs (docs/RESULTS.md's own section):
-#: the plot of every head's error per run (reproduction.plots), the export of the best
-#: seed's mobile_ffl run (tools/export.py, with the plain-Keras sub-network), and the
-#: Grad-CAM figure of its sub-networks (tools/gradcam.py on that run).
+#: The section's plot: every run's combined head and sub-networks.
 PLOT = "results_mobile.png"
+PLOT_SERIES = [MOBILE_VANILLA, *((name, head) for name, _, head in TABLE),
+               ("mobile_ffl", SUB_MEAN), ("mobile_ffl_unshared", SUB_MEAN),
+               ("mobile_one", SUB_MEAN), ("mobile_dml", SUB_MEAN), ("mobile_ffl_case2", SUB2)]

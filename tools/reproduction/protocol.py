@@ -322,7 +322,10 @@ PLOTS = {
 def count_parameters():
     """Trainable parameters of every run's network on Fashion-MNIST (28x28x1, 10 classes),
     and of the vanilla network ("vanilla")."""
-    from keras_ffl.parameter_counts import trainable_parameters  # Starts TensorFlow.
+    from keras_ffl import quiet
+
+    quiet.start_up()  # TensorFlow starts here, its C++ start-up lines hidden.
+    from keras_ffl.parameter_counts import trainable_parameters
 
     counts = {"vanilla": trainable_parameters("vanilla", ARCH, 1, 10, (28, 28, 1))}
     for name, (method, options) in RUNS.items():

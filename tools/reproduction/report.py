@@ -2,13 +2,15 @@
 
 It reads the runs' model directories (`runs`), judges the claims (`verdicts`) and
 writes the protocol, the convergence check, the paper's tables and a claim-by-claim
-reading, with a plot per table (`plots`); what is compared is `protocol`'s data.
+reading, with a plot per table (`plots`); what is compared is `protocol`'s data. The
+mobile study's section follows (`mobile_report`).
 """
 
 import os
 
 import numpy as np
 
+from reproduction.mobile_report import mobile_section
 from reproduction.plots import plot_tables
 from reproduction.protocol import (
     ALL_RUNS,
@@ -37,28 +39,22 @@ from reproduction.verdicts import (
     VERDICTS,
     both_gains,
     final_errors,
+    fmt,
     mean_curve,
     of_seeds,
     paired_gain,
+    shown_gain,
+    signed,
     verdict,
 )
 
 
-def fmt(errors):
-    """Mean ± sample standard deviation over seeds."""
-    values = list(errors.values())
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f} (1 seed)"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
-
-
-def write_report(output_dir, docs_dir, seeds, command, parameters=None):
+def write_report(output_dir, docs_dir, seeds, command, parameters=None,
+                 mobile_parameters=None):
     """Writes RESULTS.md and its plots to docs_dir; returns RESULTS.md's path.
 
-    `parameters` maps run names (and "vanilla") to trainable parameter counts
-    (computed from the registry when None).
+    `parameters` and `mobile_parameters` map the reproduction's and the mobile study's
+    run names (and "vanilla") to trainable parameter counts (computed when None).
     """
     os.makedirs(docs_dir, exist_ok=True)
     curves = load_curves(output_dir, seeds)
@@ -75,6 +71,7 @@ def write_report(output_dir, docs_dir, seeds, command, parameters=None):
         *_convergence_section(curves, seeds),
         *_table_sections(err, parameters),
         *_claims_section(err, curves, output_dir, seeds),
+        *mobile_section(output_dir, docs_dir, seeds, err, mobile_parameters),
     ]
     path = os.path.join(docs_dir, "RESULTS.md")
     with open(path, "w") as f:
@@ -147,11 +144,6 @@ def _passes(n):
     return f"{n} pass" if n == 1 else f"{n} passes"
 
 
-def _signed(value):
-    """`value` with its sign, to 2 decimals, never "-0.00"."""
-    return f"{round(value, 2) + 0.0:+.2f}"
-
-
 def _convergence_section(curves, seeds):
     rows = compared_heads()
     trained = [len(c) for c in (mean_curve(curves, *row) for row in rows) if c is not None]
@@ -172,7 +164,7 @@ def _convergence_section(curves, seeds):
             lines.append(f"| {label(name, head)} |" + " — |" * (epochs + 1))
             continue
         cells = " | ".join(f"{a:.2f}" for a in curve)
-        lines.append(f"| {label(name, head)} | {cells} | {_signed(curve[-1] - curve[-2])} |")
+        lines.append(f"| {label(name, head)} | {cells} | {signed(curve[-1] - curve[-2])} |")
     lines += ["", *_schedules_compared(curves, seeds),
               "![Convergence](results_convergence.png)", ""]
     return lines
@@ -206,8 +198,8 @@ def _schedules_compared(curves, seeds):
             lines.append(f"| {label(*run)} | — | — | — | — |")
             continue
         a, b = (np.mean([e[s] for s in paired]) for e in (short, full))
-        lines.append(f"| {label(*run)} | {a:.2f} | {b:.2f} | {_signed(b - a)} "
-                     f"| {_signed(short_curve[-1] - short_curve[-2])} |")
+        lines.append(f"| {label(*run)} | {a:.2f} | {b:.2f} | {signed(b - a)} "
+                     f"| {signed(short_curve[-1] - short_curve[-2])} |")
     if last_passes[epochs]:
         lines += ["", "What the last pass changed, over these heads: " + "; ".join(
             f"after {_passes(length)}, at most {max(changes):.2f} points (median "
@@ -225,14 +217,10 @@ def _schedules_compared(curves, seeds):
         if not (shorter(claim.worse) and shorter(claim.better)):
             continue
         short, full = both_gains(curves, claim.worse, claim.better, check_seeds)
-        cells = [f"{_shown_gain(*g)} | {verdict(*g)}" if g else "— | not run yet"
+        cells = [f"{shown_gain(*g)} | {verdict(*g)}" if g else "— | not run yet"
                  for g in (short, full)]
         lines.append(f"| {claim.text} | {' | '.join(cells)} |")
     return lines + [""]
-
-
-def _shown_gain(mean, error):
-    return f"{_signed(mean)} ± {error:.2f}" if np.isfinite(error) else _signed(mean)
 
 
 def _table_sections(err, parameters):
@@ -293,7 +281,7 @@ def _claims_section(err, curves, output_dir, seeds):
             failing.append((text, worse, better))
         if np.isfinite(error):
             resolved.append((error, paper, text))
-        shown = _shown_gain(mean, error)
+        shown = shown_gain(mean, error)
         ratio = f"{error / paper:.2f}" if paper is not None and np.isfinite(error) else "—"
         lines.append(f"| {text} | {table} | {shown_paper} | {shown} | {ratio} | {n} "
                      f"| {outcome} |")
@@ -351,6 +339,6 @@ def _schedule_reading(curves, worse, better, seeds):
         return ""
     return (f" Schedule: after {_passes(SHORT['epochs'])} instead of "
             f"{PROTOCOL['epochs']} (the convergence check, seeds "
-            f"{', '.join(map(str, check_seeds))}) the gain is {_shown_gain(*short)} "
-            f"({verdict(*short)}), against {_shown_gain(*full)} after "
+            f"{', '.join(map(str, check_seeds))}) the gain is {shown_gain(*short)} "
+            f"({verdict(*short)}), against {shown_gain(*full)} after "
             f"{_passes(PROTOCOL['epochs'])} on the same seeds.")

@@ -1,6 +1,7 @@
 """The reproduction's runs: each one the training command, trained side by side.
 
-Every run of `protocol.ALL_RUNS` is `python -m keras_ffl.fit` in its own model
+Every run of `COMMANDS` (the paper's comparisons, `protocol.ALL_RUNS`, and the
+mobile study, `mobile.RUNS`) is `python -m keras_ffl.fit` in its own model
 directory, so a stopped run resumes at its last finished epoch and a finished one
 (results.json written) is not trained again.
 """
@@ -10,13 +11,21 @@ import subprocess
 import sys
 import time
 
-from reproduction import runs
+from reproduction import mobile, runs
 from reproduction.protocol import ALL_RUNS, CONVERGENCE_RUNS, CONVERGENCE_SEEDS, PROTOCOL, flag_args
+
+#: Every run tools/reproduce.py trains: name -> (method, its flags), each study's
+#: PROTOCOL with the run's own flags on top.
+COMMANDS = {
+    **{name: (method, {**PROTOCOL, **options}) for name, (method, options) in ALL_RUNS.items()},
+    **{name: (method, {**mobile.PROTOCOL, **options})
+       for name, (method, options) in mobile.RUNS.items()},
+}
 
 
 def run_command(name, seed, output_dir, data_dir=None):
-    """The training command of run `name` with `seed`: PROTOCOL's flags, then the run's."""
-    method, options = ALL_RUNS[name]
+    """The training command of run `name` with `seed` (`COMMANDS`)."""
+    method, options = COMMANDS[name]
     command = [
         sys.executable, "-m", "keras_ffl.fit",
         "--dataset=fashion_mnist",
@@ -24,7 +33,7 @@ def run_command(name, seed, output_dir, data_dir=None):
         f"--seed={seed}",
         f"--model_dir={runs.run_path(output_dir, name, seed)}",
         "--verbose=2",
-        *flag_args({**PROTOCOL, **options}),
+        *flag_args(options),
     ]
     if data_dir:
         command.append(f"--data_dir={data_dir}")

@@ -39,12 +39,12 @@ def cost(output_dir, runs):
     return (sum(e["cpu_s"] for e in entries) / 3600, sum(e["wall_s"] for e in entries) / 3600)
 
 
-def load_curves(output_dir, seeds):
-    """{run: {seed: {head: test accuracy per epoch}}} of the finished runs; the runs of
-    CONVERGENCE_RUNS with the first CONVERGENCE_SEEDS seeds, as tools/reproduce.py
+def load_curves(output_dir, seeds, names=ALL_RUNS):
+    """{run: {seed: {head: test accuracy per epoch}}} of the finished runs of `names`; the
+    runs of CONVERGENCE_RUNS with the first CONVERGENCE_SEEDS seeds, as tools/reproduce.py
     trains them."""
     curves = {}
-    for name in ALL_RUNS:
+    for name in names:
         for seed in seeds[:CONVERGENCE_SEEDS] if name in CONVERGENCE_RUNS else seeds:
             if not is_finished(output_dir, name, seed):
                 continue
@@ -55,6 +55,12 @@ def load_curves(output_dir, seeds):
                 head: np.array([float(row[f"val_{head}_acc"]) for row in rows]) for head in heads
             }
     return curves
+
+
+def training_accuracy(output_dir, name, seed, head):
+    """A head's training accuracy in the run's last epoch (%), as history.csv records it:
+    the running mean over that epoch's augmented batches, in training mode."""
+    return 100.0 * float(_history(output_dir, name, seed)[-1][f"{head}_acc"])
 
 
 def ramp_up(output_dir, name, seed):

@@ -1,5 +1,6 @@
 """What the runs say of the paper's claims: final errors, gains paired by seed with
-their standard error, the verdict, and mean test-accuracy curves."""
+their standard error, the verdict, mean test-accuracy curves, and how the report
+shows them."""
 
 import numpy as np
 
@@ -57,3 +58,23 @@ def mean_curve(curves, name, head):
     """Test accuracy (%) per epoch of one head of one run, mean over its seeds (None if none)."""
     runs = [by_head[head] for by_head in curves.get(name, {}).values() if head in by_head]
     return 100.0 * np.mean(runs, axis=0) if runs else None
+
+
+def fmt(errors):
+    """Mean ± sample standard deviation over seeds."""
+    values = list(errors.values())
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def signed(value):
+    """`value` with its sign, to 2 decimals, never "-0.00"."""
+    return f"{round(value, 2) + 0.0:+.2f}"
+
+
+def shown_gain(mean, error):
+    """A gain with its standard error ("+1.20 ± 0.30"; the mean alone with one seed)."""
+    return f"{signed(mean)} ± {error:.2f}" if np.isfinite(error) else signed(mean)
