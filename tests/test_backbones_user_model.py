@@ -158,6 +158,23 @@ def test_a_run_on_a_mobile_backbone_exports_a_plain_keras_subnetwork(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "x.npy.out.npy"), expected, atol=1e-4)
 
 
+def test_sync_bn_synchronises_every_batchnorm_of_every_copy():
+    # As keras_ffl's own backbones under --sync_bn (models/layers.batch_norm): with
+    # MirroredStrategy, each BatchNorm's batch statistics come from all replicas.
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    own = keras.Model(inputs, keras.layers.Conv2D(8, 3, strides=2, name="down")(x))
+    for arch in (own, MOBILE):
+        network = get_method("ffl").build_network(arch, 4, SHAPE, sync_bn=True)
+        norms = [layer for layer in network._flatten_layers()
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all(layer.synchronized for layer in norms), arch
+    network = get_method("ffl").build_network(own, 4, SHAPE)
+    assert not any(layer.synchronized for layer in network._flatten_layers()
+                   if isinstance(layer, keras.layers.BatchNormalization))
+
+
 def test_dualnet_across_families_is_refused_naming_the_feature_map_shapes():
     with pytest.raises(ValueError, match=r"need one shape.*\(3, 3, 64\), \(1, 1, 432\)"):
         get_method("dualnet").create(["resnet8", MOBILE], 5, SHAPE)

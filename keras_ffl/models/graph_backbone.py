@@ -58,14 +58,14 @@ class GraphBackbone(Architecture):
         if start == 0:
             x = self.adapt_input(x, prefix, incoming)
             self._trunk_input_shape = tuple(x.shape[1:])
-            graph = _prefixed(self.build_graph(self._trunk_input_shape), prefix)
+            graph = _copied(self.build_graph(self._trunk_input_shape), prefix, self.sync_bn)
             if stop == 2:
                 return keras.Model(graph.input, graph.output, name=name)(x)
             split = self.split_layer(graph, prefix)
             return keras.Model(graph.input, split.output, name=f"{name}_trunk")(x)
         if self._trunk_input_shape is None:
             raise ValueError(f"{self.name}: apply its trunk (stage 0) before a branch.")
-        graph = _prefixed(self.build_graph(self._trunk_input_shape), prefix)
+        graph = _copied(self.build_graph(self._trunk_input_shape), prefix, self.sync_bn)
         split = self.split_layer(graph, prefix)
         return keras.Model(split.output, graph.output, name=f"{name}_branch")(x)
 
@@ -133,14 +133,19 @@ def _nearest(points, names, index, prefix):
     return ", ".join(before + after) or "none"
 
 
-def _prefixed(graph, prefix):
+def _copied(graph, prefix, synchronized):
     """`graph` with `prefix` before every layer's name and the same weights, so that the
-    variables of each copy in a network have paths of their own ("sub1_conv/kernel")."""
-    if not prefix:
+    variables of each copy in a network have paths of their own ("sub1_conv/kernel");
+    with `synchronized` (sync_bn), every BatchNorm computes its batch statistics over all
+    replicas, as keras_ffl's own backbones' do."""
+    if not prefix and not synchronized:
         return graph
 
     def clone_layer(layer):
-        return layer.__class__.from_config({**layer.get_config(), "name": prefix + layer.name})
+        config = {**layer.get_config(), "name": prefix + layer.name}
+        if synchronized and isinstance(layer, keras.layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(graph, clone_function=clone_layer)
     for source, copy in zip(graph.layers, clone.layers):
