@@ -61,6 +61,13 @@ def test_a_model_or_a_builder_is_accepted_wherever_a_name_is():
         assert logits["fused"].shape == (2, 5)
 
 
+def test_a_run_asks_for_a_saved_model_in_place_of_a_model_object():
+    # A run resumes from its config.json, which names its architectures.
+    with pytest.raises(ValueError, match=r"arch is a Python object \(tiny\).*"
+                                         r"model.save\('tiny.keras'\).*arch='file:tiny.keras'"):
+        training.resolve_config("fashion_mnist", arch=tiny_model((28, 28, 1)))
+
+
 def test_a_named_layer_is_the_feature_map():
     model = build_subnetwork(UserModel(tiny_model(), features="block_add"), 5, SHAPE,
                              include_top=False)

@@ -94,7 +94,7 @@ def resolve_config(
     overrides = {k: v for k, v in overrides.items() if k in fields}
     values = dataclasses.asdict(dataclasses.replace(recipes.get_recipe(recipe_name), **overrides))
 
-    names = values["arch"].split(",") if isinstance(values["arch"], str) else values["arch"]
+    names = _architecture_names(values["arch"])
     # Canonical names, so that "ResNet-32" and "resnet32" make the same run.
     archs = [get_architecture(name, weights=weights, image_size=image_size) for name in names]
     values["arch"] = tuple(arch.name for arch in archs)
@@ -142,6 +142,26 @@ def resolve_config(
         std=tuple(float(s) for s in (convention or spec).std),
         adapted=adapted,
     )
+
+
+def _architecture_names(arch):
+    """The names in `arch` (one name, a comma list, or a list); a model object is refused,
+    since a run records its architectures by name in config.json to resume from it."""
+    names = arch.split(",") if isinstance(arch, str) else (
+        list(arch) if isinstance(arch, (list, tuple)) else [arch]
+    )
+    for name in names:
+        if not isinstance(name, str):
+            label = getattr(name, "name", getattr(name, "__name__", type(name).__name__))
+            raise ArgumentError(
+                "arch",
+                f"{{arg}} is a Python object ({label}); a run records its architectures by "
+                "name in config.json, to resume from them — save the model "
+                f"(model.save('{label}.keras')) and pass {{arg}}='file:{label}.keras'. "
+                "To build a method's network from the object itself, use "
+                "get_method(method).create(model, ...)",
+            )
+    return names
 
 
 def _check_batches(spec, values, data_dir):
