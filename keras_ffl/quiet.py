@@ -15,6 +15,8 @@ import sys
 
 #: The log level set for TensorFlow's C++ code when the user chose none: errors only.
 QUIET_LOG_LEVEL = "2"
+#: Whether `start_up` chose quiet: then `native_chatter_hidden` hides C++ chatter too.
+_quiet = False
 _VERBOSITY_FLAGS = ("verbosity", "v")
 
 
@@ -54,16 +56,23 @@ def start_up(argv=None):
 
     Call it before anything else imports TensorFlow (Keras does, as its backend).
     """
+    global _quiet
     argv = sys.argv if argv is None else argv
-    if wants_messages(argv):
-        quiet = contextlib.nullcontext()
-    else:
+    _quiet = not wants_messages(argv)
+    if _quiet:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = QUIET_LOG_LEVEL
-        quiet = _stderr_discarded()
-    with quiet:
+    with native_chatter_hidden():
         import tensorflow as tf
 
         return tf.config.list_physical_devices("GPU")
+
+
+def native_chatter_hidden():
+    """A context hiding what C++ code writes to stderr in it (the LiteRT converter's
+    "fully_quantize: …" lines, the interpreter's XNNPACK notice), after a quiet
+    `start_up`; otherwise (a library user, or --verbosity) it hides nothing. The
+    converter's errors still reach its exceptions' messages."""
+    return _stderr_discarded() if _quiet else contextlib.nullcontext()
 
 
 def describe_gpus(gpus):

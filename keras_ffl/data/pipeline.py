@@ -23,6 +23,7 @@ def make_dataset(
     training: bool,
     seed: int | None = None,
     drop_remainder: bool = False,
+    deterministic: bool | None = None,
 ) -> tf.data.Dataset:
     """Returns batches ``(images float32 (x - mean) / std, labels int32)``.
 
@@ -30,6 +31,8 @@ def make_dataset(
     "validation"). With `training`, examples are shuffled (seeded by `seed`)
     and augmented by the spec's recipe; otherwise the order is fixed and the
     images are left as they are, so that two passes give identical batches.
+    A training pipeline may deliver its parallel maps' results out of order, unless
+    `deterministic` (default: not `training`).
     """
     split_name = spec.split_name(split)
     ds = get_source(spec.name, data_dir).examples(spec, split_name, training=training, seed=seed)
@@ -53,7 +56,7 @@ def make_dataset(
     else:
         ds = ds.map(normalise, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = not training
+    options.deterministic = not training if deterministic is None else deterministic
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

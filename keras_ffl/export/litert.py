@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ffl import quiet
 from keras_ffl.export import serving
 from keras_ffl.export.exporter import ExportVerificationError
 from keras_ffl.export.extraction import as_network, extract_head
@@ -81,7 +82,10 @@ def _interpreter(model_bytes, threads=None):
             "The LiteRT interpreter is not installed — pip install -e '.[litert]' "
             "(the ai-edge-litert package)"
         ) from error
-    return Interpreter(model_content=model_bytes, num_threads=threads)
+    with quiet.native_chatter_hidden():  # Its "Created … XNNPACK delegate" notice.
+        interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 def check_variant(variant):
@@ -140,7 +144,8 @@ def convert_saved_model(path, variant, representative_images=None, what="the mod
             [image[None]] for image in representative_images
         )
     try:
-        return converter.convert()
+        with quiet.native_chatter_hidden():  # Its "fully_quantize: …" lines.
+            return converter.convert()
     except Exception as error:  # The converter raises several types; all mean "cannot convert".
         ops = sorted(set(_TF_OP.findall(str(error))))
         if not ops:
@@ -274,12 +279,11 @@ def split_pixels(dataset, split, count=None, *, data_dir=None, sample_seed=None)
     from keras_ffl import data  # Only here: the rest of the module needs no input pipeline.
 
     spec = data.get_spec(dataset, data_dir)
+    # The same images at every export, even when drawn at random.
     batches = data.make_dataset(
-        spec, split, _BATCH, data_dir=data_dir, training=sample_seed is not None, seed=sample_seed
+        spec, split, _BATCH, data_dir=data_dir, training=sample_seed is not None,
+        seed=sample_seed, deterministic=True,
     )
-    options = tf.data.Options()
-    options.deterministic = True  # The same images at every export, even when drawn at random.
-    batches = batches.with_options(options)
     if count is not None:
         batches = batches.unbatch().take(count).batch(_BATCH)
     images, labels = [], []
