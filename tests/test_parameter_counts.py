@@ -1,8 +1,11 @@
 """Parameter counts of FFL and the 2-net ensemble against the paper's Table VI (CIFAR-100)."""
 
+import keras
+import numpy as np
 import pytest
 
-from keras_ffl.parameter_counts import PAPER_CONFIGURATIONS, parameter_table
+from keras_ffl.models import get_architecture
+from keras_ffl.parameter_counts import PAPER_CONFIGURATIONS, parameter_table, trainable_parameters
 
 # Table VI, in millions: {configuration: (2-net, FFL)}; the paper did not give 2-net
 # counts for the pairs comparable with ours (it stacked more blocks to match FFL's size).
@@ -28,3 +31,15 @@ def test_ffl_and_2net_match_table_vi():
         assert table[name]["ffl"] / 1e6 == pytest.approx(ffl, abs=0.0101), name
         if two_net is not None:
             assert table[name]["ensemble"] / 1e6 == pytest.approx(two_net, abs=0.0101), name
+
+
+def test_network_options_reach_the_counted_network():
+    # FFL with nothing shared is two whole networks and the fusion module: it counts
+    # exactly the shared trunk's parameters more than FFL on one trunk (the official
+    # code's case 1).
+    shared = trainable_parameters("ffl", "resnet8", 2, 10)
+    unshared = trainable_parameters("ffl", "resnet8", 2, 10, shared_stages=0)
+    arch = get_architecture("resnet8")
+    inputs = keras.Input((32, 32, 3))
+    trunk = keras.Model(inputs, arch.apply(inputs, 0, arch.default_shared_stages))
+    assert unshared - shared == sum(int(np.prod(w.shape)) for w in trunk.trainable_weights) > 0
