@@ -29,6 +29,7 @@ from keras_ffl.analysis import (
     mean_kl,
     pairwise_diversity,
     reliability_diagram,
+    uniform_heads,
 )
 from keras_ffl.heads import FUSED, network_heads
 from keras_ffl.validation import ArgumentError
@@ -141,6 +142,15 @@ def test_grad_cam_explains_every_head_with_a_feature_map_of_every_method(method)
         else:  # A combination of other heads' logits, e.g. "ensemble" or ONE's "gated".
             with pytest.raises(ValueError, match=f"'{head}'.*no feature map"):
                 grad_cam(model, head, images)
+
+
+def test_heads_with_a_1x1_feature_map_are_named_as_uniform():
+    # Grad-CAM's L = ReLU(sum_k alpha_k A_k) has the feature map's resolution: at 1x1 it
+    # is one value for the whole image (resnet8 divides the input by 4).
+    heads = ["sub1", "sub2", "fused"]
+    tiny = get_method("ffl").build_network("resnet8", 5, (4, 4, 3))
+    assert uniform_heads(tiny, heads) == heads
+    assert uniform_heads(get_method("ffl").build_network("resnet8", 5, (8, 8, 3)), heads) == []
 
 
 def test_grad_cam_names_the_heads_it_can_explain():

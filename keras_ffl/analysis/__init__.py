@@ -17,7 +17,7 @@ from keras_ffl.analysis.diversity import (
     mean_kl,
     pairwise_diversity,
 )
-from keras_ffl.analysis.gradcam import cam_heads, grad_cam
+from keras_ffl.analysis.gradcam import cam_heads, grad_cam, uniform_heads
 from keras_ffl.analysis.predictions import (
     Predictions,
     TrainedRun,
@@ -43,5 +43,6 @@ __all__ = [
     "pairwise_diversity",
     "predict_test_split",
     "reliability_diagram",
+    "uniform_heads",
     "write_report",
 ]

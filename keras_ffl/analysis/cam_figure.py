@@ -92,6 +92,14 @@ def draw_gradcam(
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     figures.save_png(figure, output)
     titles = ", ".join(column.title for column in columns)
+    uniform = [column.title for column in columns
+               if gradcam.uniform_heads(column.network, [column.head])]
+    if uniform:
+        notes.append(
+            f"The feature maps of {', '.join(uniform)} are 1x1, so their heat maps are "
+            "uniform: they show the prediction, not where the head looks. A larger input "
+            "gives the map a spatial extent (for a keras: backbone, image_size=64 or more)."
+        )
     return [*notes, f"Wrote {output} ({width}x{height} pixels): test images {indices}; {titles}."]
 
 

@@ -25,6 +25,15 @@ def cam_heads(network):
     return [head for head in network_heads(network) if features_layer(head) in layers]
 
 
+def uniform_heads(network, heads):
+    """The heads of `heads` whose feature map is 1x1: their Grad-CAM is one value spread
+    over the image (alpha_k A_k has no spatial extent), so it shows the prediction, not
+    where the head looks."""
+    network = getattr(network, "network", network)
+    return [head for head in heads
+            if tuple(network.get_layer(features_layer(head)).output.shape[1:3]) == (1, 1)]
+
+
 def grad_cam(network, head, images, class_index=None):
     """One Grad-CAM heat map per image, at the images' resolution, with values in [0, 1].
 
