@@ -95,13 +95,18 @@ CLAIMS = [
           "case 1 as the paper defines it"),
 ]
 
-#: The comparison with the reproduction: the same claim's gain on each backbone, the
-#: ResNet's read from the reproduction's runs (protocol.RUNS) of the same seeds.
+#: The comparison with the reproduction: the same comparison's gain on each backbone,
+#: the ResNet's read from the reproduction's runs (protocol.RUNS) of the same seeds.
 GAIN_COMPARISON = (
     ("FFL's sub-networks beat a vanilla network",
      (VANILLA, ("ffl", SUB_MEAN)), (MOBILE_VANILLA, ("mobile_ffl", SUB_MEAN))),
     ("FFL's fused classifier beats its own sub-networks",
      (("ffl", SUB_MEAN), ("ffl", FUSED)), (("mobile_ffl", SUB_MEAN), ("mobile_ffl", FUSED))),
+    ("Averaging FFL's sub-networks' logits helps (they differ)",
+     (("ffl", SUB_MEAN), ("ffl", ENSEMBLE)),
+     (("mobile_ffl", SUB_MEAN), ("mobile_ffl", ENSEMBLE))),
+    ("Averaging the 2-net's members' logits helps (they differ)",
+     (VANILLA, ("ensemble", ENSEMBLE)), (MOBILE_VANILLA, ("mobile_ensemble", ENSEMBLE))),
 )
 
 #: The section's plot: every run's combined head and sub-networks.
