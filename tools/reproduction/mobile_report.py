@@ -81,7 +81,10 @@ def _protocol(output_dir, seeds, curves):
         "for 8 passes, the moving statistics at 0.999 lag the weights, and every head's "
         "test accuracy falls far below its training accuracy. In case 1 (FFL, ONE) the "
         "branches are the blocks at the last resolution (the default split) on a shared "
-        "trunk; FFL is also trained with nothing shared (`--shared_stages=0`: two whole "
+        "trunk: at this input size each branch starts with block 8's strided depthwise "
+        "convolution, which takes the trunk's 2×2 map to 1×1, and everything after it "
+        "sees one pixel, so the branches are small per-pixel networks on the same "
+        "features. FFL is also trained with nothing shared (`--shared_stages=0`: two whole "
         "networks and the fusion module, as DML's peers are), which tells the trunk's "
         "effect from the distillation's. The vanilla network is each member of the "
         "2-net. Every head is read at the last pass: top-1 test error (%), mean ± sample "
@@ -186,7 +189,7 @@ def _commands(output_dir):
         "this input size makes its heat map uniform):",
         "",
         f"    python tools/reproduce.py --runs={names}",
-        f"    python tools/export.py --model_dir={run} --export_dir=export/mobile_ffl",
+        f"    python tools/export.py --model_dir={run} --export_dir=export/mobile --name=mobile_ffl",
         f"    python tools/gradcam.py --model_dir={case2} --compare={vanilla} "
         "--output=docs/gradcam_mobile.png",
         "",
