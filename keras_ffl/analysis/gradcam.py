@@ -56,10 +56,12 @@ def grad_cam(network, head, images, class_index=None):
     images = tf.convert_to_tensor(images, tf.float32)
     if images.shape.rank != 4:
         raise ValueError(f"images must be (N, H, W, C); got shape {tuple(images.shape)}.")
-    cam_model = keras.Model(network.input, [features, logits])
+    # The feature map first, then the head's logits from it under the tape: the
+    # backward pass runs through the head alone, not the whole network below it.
+    feature_map = tf.convert_to_tensor(keras.Model(network.input, features)(images, training=False))
     with tf.GradientTape() as tape:
-        tape.watch(images)  # In case the feature map is the input itself.
-        feature_map, scores = cam_model(images, training=False)
+        tape.watch(feature_map)
+        scores = keras.Model(features, logits)(feature_map, training=False)
         classes = _classes(class_index, scores)
         score = tf.gather(tf.cast(scores, tf.float32), classes, axis=1, batch_dims=1)
     # Each image's score depends on its own feature map only, so the gradient of
