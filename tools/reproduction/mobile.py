@@ -111,6 +111,9 @@ GAIN_COMPARISON = (
 
 #: The section's plot: every run's combined head and sub-networks.
 PLOT = "results_mobile.png"
+#: Its Grad-CAM figure (tools/gradcam.py on the case-2 run, drawn by the command the
+#: section gives), shown when docs/ has it.
+GRADCAM = "gradcam_mobile.png"
 PLOT_SERIES = [MOBILE_VANILLA, *((name, head) for name, _, head in TABLE),
                ("mobile_ffl", SUB_MEAN), ("mobile_ffl_unshared", SUB_MEAN),
                ("mobile_one", SUB_MEAN), ("mobile_dml", SUB_MEAN), ("mobile_ffl_case2", SUB2)]

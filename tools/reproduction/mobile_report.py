@@ -59,7 +59,7 @@ def mobile_section(output_dir, docs_dir, seeds, resnet_err, parameters=None):
         "",
         *_claims(err),
         *_beside_the_resnet(err, resnet_err),
-        *_commands(output_dir),
+        *_commands(output_dir, docs_dir),
     ]
 
 
@@ -177,7 +177,7 @@ def _beside_the_resnet(err, resnet_err):
     return lines + [""]
 
 
-def _commands(output_dir):
+def _commands(output_dir, docs_dir):
     run = os.path.join(output_dir, "mobile_ffl", "seed0")
     case2 = os.path.join(output_dir, "mobile_ffl_case2", "seed0")
     vanilla = os.path.join(output_dir, "mobile_ensemble", "seed0")
@@ -191,6 +191,8 @@ def _commands(output_dir):
         f"    python tools/reproduce.py --runs={names}",
         f"    python tools/export.py --model_dir={run} --export_dir=export/mobile --name=mobile_ffl",
         f"    python tools/gradcam.py --model_dir={case2} --compare={vanilla} "
-        "--output=docs/gradcam_mobile.png",
+        f"--output={os.path.join(docs_dir, mobile.GRADCAM)}",
         "",
+        *([f"![Grad-CAM of the case-2 run]({mobile.GRADCAM})", ""]
+          if os.path.exists(os.path.join(docs_dir, mobile.GRADCAM)) else []),
     ]
