@@ -32,6 +32,8 @@ def plot_curves(curves, path, title, series, name_of=label):
     """A PNG of the mean test accuracy per pass of each (run, head) of `series`, over the
     whole schedule and over its last half; `name_of(run, head)` labels the curves."""
     fig, (whole, end) = plt.subplots(1, 2, figsize=(14, 4))
+    # Matplotlib's 10 default colours, or 20 when there are more curves to tell apart.
+    palette = (lambda n: f"C{n}") if len(series) <= 10 else plt.get_cmap("tab20")
     colors = {}  # A head has one colour at both lengths of the convergence check.
     for name, head in series:
         mean = mean_curve(curves, name, head)
@@ -39,7 +41,7 @@ def plot_curves(curves, path, title, series, name_of=label):
             continue
         passes = np.arange(1, len(mean) + 1)
         style = "--" if head in (SUB_MEAN, SUB1, SUB2) else "-"
-        color = colors.setdefault((name.removesuffix(SHORT_SUFFIX), head), f"C{len(colors)}")
+        color = colors.setdefault((name.removesuffix(SHORT_SUFFIX), head), palette(len(colors)))
         half = len(mean) // 2
         for axis, start in ((whole, 0), (end, half)):
             axis.plot(passes[start:], mean[start:], style, color=color,
