@@ -8,7 +8,14 @@ them; the claims are read as docs/RESULTS.md reads the paper's (paired gain over
 standard error).
 """
 
-from reproduction.protocol import GATED, PROTOCOL as RESNET_PROTOCOL, SUB2, VANILLA, Claim
+from reproduction.protocol import (
+    GATED,
+    HEAD_LABELS as RESNET_HEAD_LABELS,
+    PROTOCOL as RESNET_PROTOCOL,
+    SUB2,
+    VANILLA,
+    Claim,
+)
 from keras_ffl.heads import ENSEMBLE, FUSED, SUB_MEAN
 
 #: Reduced width and the minimalistic blocks (no squeeze-excite, no hard-swish) train on
@@ -21,8 +28,6 @@ ARCH = "keras:MobileNetV3Small?alpha=0.75&minimalistic=true&bn_momentum=0.9"
 
 #: The reproduction's schedule and recipe, with the mobile backbone and its input size.
 PROTOCOL = {**RESNET_PROTOCOL, "arch": ARCH, "image_size": 32}
-
-SEEDS = (0, 1, 2)
 
 #: Run name -> (method, flags besides PROTOCOL's). As in the reproduction, the vanilla
 #: network is the 2-net's members (each trained alone with cross-entropy on the same
@@ -60,10 +65,7 @@ RUN_LABELS = {
     "mobile_ffl": "FFL", "mobile_ffl_unshared": "FFL (nothing shared)",
     "mobile_ffl_case2": "FFL case 2",
 }
-HEAD_LABELS = {
-    FUSED: "fused", SUB_MEAN: "sub-networks", ENSEMBLE: "ensemble", GATED: "ONE-E",
-    SUB2: "mobile net 2",
-}
+HEAD_LABELS = {**RESNET_HEAD_LABELS, SUB2: "mobile net 2"}
 
 
 def label(name, head):
